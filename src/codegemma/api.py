@@ -1,0 +1,211 @@
+"""The public Python API: `load()` and the `CodeGemma` object it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import GemmaConfig
+from .generate import GenerationSettings, SamplingParams, TextEvent, stream_text
+from .model import GemmaForCausalLM
+from .prompts import FIM_STOP_TOKENS, ContextFile, Prompt, chat_prompt, encode_prompt, fim_prompt, stop_token_ids
+from .tokenizer import END_OF_TURN, Tokenizer, load_tokenizer
+from .weights import CheckpointError, load_hf_folder
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class ModelLoadError(ValueError):
+    """A model path or option that cannot be loaded."""
+
+
+@dataclass
+class Completion:
+    """A finished generation: text plus what a server needs to report."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Decoding options shared by generate, complete and chat."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_ids: tuple[int, ...] = ()
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_k, self.top_p, self.min_p, self.repetition_penalty, self.seed)
+
+
+class CodeGemma:
+    """A loaded model with its tokenizer: logits, generation, FIM completion and chat."""
+
+    def __init__(self, model: GemmaForCausalLM, tokenizer: Tokenizer, name: str = "") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+
+    @property
+    def config(self) -> GemmaConfig:
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def fim_native(self) -> bool:
+        return self.tokenizer.fim is not None
+
+    def logits(self, ids: Sequence[int]) -> torch.Tensor:
+        """float32 logits (len(ids), vocab): one full forward, no cache."""
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            return self.model(x, last=None)[0].float()
+
+    # Generation from token ids: every public method ends here.
+    def stream_ids(self, prompts: Sequence[Sequence[int]], options: Options) -> Iterator[TextEvent]:
+        stop_ids = tuple(sorted(set(options.stop_ids) | {self.tokenizer.eos_id}))
+        settings = GenerationSettings(options.max_tokens, options.sampling(), stop_ids)
+        return stream_text(self.model, self.tokenizer, prompts, settings, options.stop)
+
+    def run(self, prompts: Sequence[Sequence[int]], options: Options) -> list[Completion]:
+        out = [Completion("", "length", len(p), 0) for p in prompts]
+        for ev in self.stream_ids(prompts, options):
+            c = out[ev.row]
+            c.text += ev.text
+            if ev.token is not None:
+                c.completion_tokens += 1
+                c.token_ids.append(ev.token)
+            if ev.finish_reason:
+                c.finish_reason = ev.finish_reason
+        return out
+
+    # Plain text generation.
+    def generate(self, prompt: str | Sequence[str], *, parse_special: bool = False, **options: Any) -> str | list[str]:
+        """Continues `prompt` (or each of several prompts, batched)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        ids = [self.tokenizer.encode(p, bos=True, parse_special=parse_special) for p in prompts]
+        texts = [c.text for c in self.run(ids, Options(**options))]
+        return texts[0] if isinstance(prompt, str) else texts
+
+    def stream(self, prompt: str, *, parse_special: bool = False, **options: Any) -> Iterator[str]:
+        ids = self.tokenizer.encode(prompt, bos=True, parse_special=parse_special)
+        return (ev.text for ev in self.stream_ids([ids], Options(**options)) if ev.text)
+
+    # Fill-in-the-middle.
+    def fim_ids(self, prefix: str, suffix: str = "", *, path: str | None = None, mode: str = "psm",
+                context: Sequence[ContextFile] = ()) -> tuple[list[int], tuple[int, ...], tuple[str, ...]]:
+        """Prompt ids, stop ids and stop strings for a completion between prefix and suffix."""
+        if not self.fim_native:
+            return self._left_to_right_ids(prefix, suffix, path=path, context=context)
+        prompt = fim_prompt(prefix, suffix, path=path, mode=mode, context=context)
+        return (encode_prompt(self.tokenizer, prompt), tuple(stop_token_ids(self.tokenizer, FIM_STOP_TOKENS)), ())
+
+    def _left_to_right_ids(self, prefix: str, suffix: str, *, path: str | None,
+                           context: Sequence[ContextFile]) -> tuple[list[int], tuple[int, ...], tuple[str, ...]]:
+        """A model without FIM tokens continues the prefix and stops where the suffix begins."""
+        parts = [f"{f.path}\n{f.text}\n\n" for f in context] + ([f"{path}\n"] if path else []) + [prefix]
+        ids = self.tokenizer.encode("".join(parts), bos=True)
+        return ids, tuple(stop_token_ids(self.tokenizer, FIM_STOP_TOKENS)), suffix_stops(suffix)
+
+    def complete(self, prefix: str, suffix: str = "", *, path: str | None = None, mode: str = "psm",
+                 context: Sequence[ContextFile] = (), **options: Any) -> str:
+        """The FIM middle between prefix and suffix; never contains a sentinel."""
+        return "".join(self.stream_complete(prefix, suffix, path=path, mode=mode, context=context, **options))
+
+    def stream_complete(self, prefix: str, suffix: str = "", *, path: str | None = None, mode: str = "psm",
+                        context: Sequence[ContextFile] = (), **options: Any) -> Iterator[str]:
+        ids, stop_ids, stops = self.fim_ids(prefix, suffix, path=path, mode=mode, context=context)
+        options.setdefault("max_tokens", 128)
+        opts = Options(**options)
+        opts = Options(**{**opts.__dict__, "stop_ids": tuple(opts.stop_ids) + stop_ids,
+                          "stop": tuple(opts.stop) + stops})
+        return (ev.text for ev in self.stream_ids([ids], opts) if ev.text)
+
+    # Chat.
+    def chat_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        return encode_prompt(self.tokenizer, chat_prompt(messages))
+
+    def chat(self, messages: Sequence[Mapping[str, str]], **options: Any) -> str:
+        return "".join(self.stream_chat(messages, **options))
+
+    def stream_chat(self, messages: Sequence[Mapping[str, str]], **options: Any) -> Iterator[str]:
+        ids = self.chat_ids(messages)
+        opts = Options(**options)
+        end = self.tokenizer.token_id(END_OF_TURN)
+        opts = Options(**{**opts.__dict__, "stop_ids": tuple(opts.stop_ids) + ((end,) if end is not None else ())})
+        return (ev.text for ev in self.stream_ids([ids], opts) if ev.text)
+
+
+def suffix_stops(suffix: str) -> tuple[str, ...]:
+    """Stop strings for left-to-right completion: the suffix's first non-blank line, at a line start."""
+    for line in suffix.splitlines():
+        if line.strip():
+            return ("\n" + line,)
+    return ()
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """None picks float32 on CPU, bfloat16 on CUDA (float16 where the GPU lacks bf16)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None:
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or float16")
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelLoadError(f"unknown device {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device cuda was requested but no CUDA GPU is available")
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelLoadError(f"device {device!r} is not supported; use cpu or cuda")
+    return dev
+
+
+def load(path: str | Path = "default", *, device: str | torch.device = "cpu",
+         dtype: str | torch.dtype | None = None) -> CodeGemma:
+    """Loads a Hugging Face folder, a .gguf file, or "default" (the embedded model)."""
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if str(path) == "default":
+        from .default_model import default_model_path
+        path = default_model_path()
+    path = Path(path)
+    if path.is_dir():
+        try:
+            model = load_hf_folder(path, device=dev, dtype=dt)
+        except CheckpointError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        return CodeGemma(model, load_tokenizer(path), name=path.name)
+    if path.suffix == ".gguf" and path.is_file():
+        from .weights.gguf import load_gguf
+        model, tokenizer = load_gguf(path, device=dev, dtype=dt)
+        return CodeGemma(model, tokenizer, name=path.stem)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file or folder")
+    raise ModelLoadError(f"{path}: expected a Hugging Face folder (config.json + safetensors) or a .gguf file")

@@ -1,0 +1,98 @@
+"""The decode loop: prefill once, then one token per step, yielded as it is chosen."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..model import GemmaForCausalLM
+from .sampling import SamplingParams, sample
+
+
+class ContextOverflow(ValueError):
+    """A prompt that does not fit the model's context window."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_tokens: int = 256
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop_ids: tuple[int, ...] = ()  # generation of a row ends when it produces one of these
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 0:
+            raise ValueError("max_tokens must be >= 0")
+
+
+@dataclass
+class Step:
+    """One decoding step: the token each row chose (None for rows already finished).
+
+    A consumer may end a row early (a stop string matched) by setting `finished[row]` before
+    asking for the next step.
+    """
+
+    tokens: list[int | None]
+    finished: list[str | None]  # per row: None while running, else "stop" or "length"
+
+
+def decode_steps(model: GemmaForCausalLM, prompts: Sequence[Sequence[int]], settings: GenerationSettings,
+                 *, context: int | None = None) -> Iterator[Step]:
+    """Yields one Step per generated token; several prompts run as one left-padded batch.
+
+    Stop tokens are reported (so callers can see them) but never counted as text by the text layer.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    window = context or model.config.max_position_embeddings
+    longest = max(len(p) for p in prompts)
+    if longest > window:
+        raise ContextOverflow(f"the prompt has {longest} tokens; the context window is {window}")
+    budget = min(settings.max_tokens, window - longest)
+    if budget == 0:
+        return
+    B, device = len(prompts), model.device
+    pads = [longest - len(p) for p in prompts]
+    ids = torch.tensor([[0] * n + list(p) for n, p in zip(pads, prompts)], device=device)  # (B, T)
+    pad = torch.tensor(pads, device=device)[:, None]
+    valid = torch.ones(B, longest + budget, dtype=torch.bool, device=device)
+    valid[:, :longest] = torch.arange(longest, device=device)[None] >= pad
+    positions = (torch.arange(longest, device=device)[None] - pad).clamp(min=0)
+    generator = _generator(settings.sampling.seed, device)
+    stop = set(settings.stop_ids)
+    finished: list[str | None] = [None] * B
+    seen = ids.clone()
+    with torch.inference_mode():
+        model.setup_cache(B, longest + budget)
+        try:
+            logits = model(ids, start=0, positions=positions, key_valid=valid[:, :longest])[:, -1]
+            for step in range(budget):
+                nxt = sample(logits, settings.sampling, seen=seen, generator=generator)
+                tokens = nxt.tolist()
+                out: list[int | None] = [None if f else t for f, t in zip(finished, tokens)]
+                for b, t in enumerate(out):
+                    if t is not None and t in stop:
+                        finished[b] = "stop"
+                    elif t is not None and step == budget - 1:
+                        finished[b] = "length"
+                report = Step(out, list(finished))
+                yield report
+                finished = report.finished
+                if all(finished):
+                    return
+                seen = torch.cat([seen, nxt[:, None]], dim=1)
+                slot = longest + step
+                pos = (slot - pad)  # (B, 1)
+                logits = model(nxt[:, None], start=slot, positions=pos, key_valid=valid[:, :slot + 1])[:, -1]
+        finally:
+            model.clear_cache()
+
+
+def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    if seed is None:
+        return None
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen

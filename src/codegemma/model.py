@@ -1,0 +1,248 @@
+"""The Gemma decoder in PyTorch (Gemma 1 = CodeGemma, plus Gemma 2 and 3 text), module names as in HF checkpoints."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import GemmaConfig
+
+
+class RMSNorm(nn.Module):
+    """Gemma RMSNorm: float32 math and a (1 + w) gain; weights are stored as offsets from 1.
+
+    Source: google/gemma_pytorch `RMSNorm(add_unit_offset=True)`; transformers' GemmaRMSNorm.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (out * (1.0 + self.weight.float())).type_as(x)
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """cos/sin tables for split-halves RoPE over the full head_dim, computed in float32. positions: (B, T)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim))
+    freqs = positions.float()[..., None] * inv_freq  # (B, T, hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hd)
+    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]  # (B, 1, T, hd)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotates (B, H, T, hd) by the split-halves layout (rotate_half), not the interleaved one."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class KVCache(nn.Module):
+    """Keys and values of one layer: k, v of shape (B, n_kv, max_len, hd); slot s holds the s-th token fed."""
+
+    def __init__(self, batch: int, n_kv: int, max_len: int, head_dim: int, *, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        super().__init__()
+        shape = (batch, n_kv, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Writes (B, n_kv, T, hd) at slots [start, start+T); returns all slots [0, start+T)."""
+        end = start + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} tokens; {end} requested")
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: GemmaConfig, layer: int) -> None:
+        super().__init__()
+        c = config
+        self.n_heads, self.n_kv, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        self.scale = c.attn_scale  # head_dim^-0.5 (Gemma 1) or query_pre_attn_scalar^-0.5 (Gemma 2/3)
+        self.softcap = c.attn_logit_softcapping
+        self.q_proj = nn.Linear(c.hidden_size, c.num_attention_heads * c.head_dim, bias=False)
+        self.k_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * c.head_dim, bias=False)
+        self.v_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * c.head_dim, bias=False)
+        self.o_proj = nn.Linear(c.num_attention_heads * c.head_dim, c.hidden_size, bias=False)
+        if c.has_qk_norm:
+            self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
+            self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
+        self.cache: KVCache | None = None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                start: int) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, hd)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)  # (B, T, n_kv, hd)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hd)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q.transpose(1, 2), cos, sin)  # (B, H, T, hd)
+        k = apply_rope(k.transpose(1, 2), cos, sin)  # (B, n_kv, T, hd)
+        if self.cache is not None:
+            k, v = self.cache.update(start, k, v)  # (B, n_kv, S, hd)
+        if self.softcap is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
+                                               enable_gqa=self.n_kv != self.n_heads)
+        else:
+            y = self._softcapped(q, k, v, mask)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+    def _softcapped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Gemma 2 attention: scores soft-capped by cap * tanh(s / cap) before the mask and softmax."""
+        groups = self.n_heads // self.n_kv
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, S, hd)
+        scores = (q @ k.transpose(-1, -2)) * self.scale  # (B, H, T, S)
+        scores = torch.tanh(scores / self.softcap) * self.softcap
+        scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype) @ v
+
+
+class MLP(nn.Module):
+    """GeGLU with the tanh approximation: down(gelu_tanh(gate(x)) * up(x)).
+
+    The original configs say hidden_act="gelu" (exact), but the models were trained with tanh-GELU.
+    """
+
+    def __init__(self, config: GemmaConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+
+
+class Block(nn.Module):
+    """Pre-norm block. Gemma 1: two norms. Gemma 2/3: also a norm after attention and after the MLP."""
+
+    def __init__(self, config: GemmaConfig, layer: int) -> None:
+        super().__init__()
+        eps = config.rms_norm_eps
+        self.self_attn = Attention(config, layer)
+        self.mlp = MLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps)
+        self.sandwich = config.has_post_norms
+        if self.sandwich:
+            self.pre_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
+            self.post_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                start: int) -> torch.Tensor:
+        h = self.self_attn(self.input_layernorm(x), cos, sin, mask, start)
+        if not self.sandwich:  # Gemma 1: post_attention_layernorm is the MLP's input norm
+            x = x + h
+            return x + self.mlp(self.post_attention_layernorm(x))
+        x = x + self.post_attention_layernorm(h)
+        return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+
+
+class GemmaModel(nn.Module):
+    def __init__(self, config: GemmaConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class GemmaForCausalLM(nn.Module):
+    """Parameters and forward only; tokenizers, sampling and file loading live elsewhere."""
+
+    def __init__(self, config: GemmaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = GemmaModel(config)  # the output head is model.embed_tokens (tied)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed_tokens.weight.dtype
+
+    def setup_cache(self, batch: int, max_len: int) -> None:
+        """Attaches a KV cache of max_len slots to every layer, on the model's device and dtype."""
+        c = self.config
+        for block in self.model.layers:
+            block.self_attn.cache = KVCache(batch, c.num_key_value_heads, max_len, c.head_dim,
+                                            device=self.device, dtype=self.dtype)
+
+    def clear_cache(self) -> None:
+        for block in self.model.layers:
+            block.self_attn.cache = None
+
+    @property
+    def cache_len(self) -> int:
+        cache = self.model.layers[0].self_attn.cache
+        return 0 if cache is None else cache.max_len
+
+    def forward(self, input_ids: torch.Tensor, *, start: int = 0, positions: torch.Tensor | None = None,
+                key_valid: torch.Tensor | None = None, last: int | None = 1) -> torch.Tensor | None:
+        """Runs (B, T) tokens placed at cache slots [start, start+T).
+
+        Args:
+            positions: (B, T) RoPE positions; defaults to the slots (no padding).
+            key_valid: (B, start+T) False where a slot holds padding that no query may see.
+            last: logits for the last `last` positions only (None: every position; 0: none, only
+                fill the cache). Prefill never needs the full vocabulary for every prompt token.
+
+        Returns:
+            float32 logits (B, last, vocab), or None when last == 0.
+        """
+        c = self.config
+        B, T = input_ids.shape
+        if positions is None:
+            positions = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
+        x = self.model.embed_tokens(input_ids)  # (B, T, D)
+        x = x * torch.tensor(c.embed_scale, dtype=x.dtype)  # sqrt(hidden) cast to the activation dtype first
+        masks = _attention_masks(c, B, T, start, key_valid, x.device)
+        tables: dict[float, tuple[torch.Tensor, ...]] = {}
+        for i, block in enumerate(self.model.layers):
+            base = c.rope_base(i)
+            if base not in tables:
+                tables[base] = rope_cos_sin(positions, c.head_dim, base, x.dtype)
+            x = block(x, *tables[base], masks[c.is_sliding(i)], start)
+        if last == 0:
+            return None
+        if last is not None:
+            x = x[:, -last:]
+        return self.output(x)
+
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm and the tied output head, float32 logits, Gemma 2's final soft-cap if configured."""
+        x = self.model.norm(x)
+        logits = F.linear(x, self.model.embed_tokens.weight).float()
+        cap = self.config.final_logit_softcapping
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def _attention_masks(config: GemmaConfig, B: int, T: int, start: int, key_valid: torch.Tensor | None,
+                     device: torch.device) -> dict[bool, torch.Tensor]:
+    """Boolean masks (B, 1, T, S), True = may attend, for full (False) and sliding (True) layers."""
+    S = start + T
+    q = torch.arange(start, S, device=device)[:, None]  # (T, 1) query slots
+    k = torch.arange(S, device=device)[None, :]  # (1, S) key slots
+    causal = k <= q
+    valid = torch.ones(B, S, dtype=torch.bool, device=device) if key_valid is None else key_valid[:, :S]
+    masks = {}
+    for sliding in (False, True):
+        allowed = causal & (q - k < config.sliding_window) if sliding and config.sliding_window else causal
+        m = allowed[None] & valid[:, None, :]  # (B, T, S)
+        m = m | (k == q)[None]  # a padding query sees itself, so no softmax row is empty
+        masks[sliding] = m[:, None]  # (B, 1, T, S)
+    return masks

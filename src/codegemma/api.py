@@ -12,7 +12,7 @@ import torch
 from .config import GemmaConfig
 from .generate import GenerationSettings, SamplingParams, TextEvent, stream_text
 from .model import GemmaForCausalLM
-from .prompts import FIM_STOP_TOKENS, ContextFile, Prompt, chat_prompt, encode_prompt, fim_prompt, stop_token_ids
+from .prompts import FIM_STOP_TOKENS, ContextFile, chat_prompt, encode_prompt, fim_prompt, stop_token_ids
 from .tokenizer import END_OF_TURN, Tokenizer, load_tokenizer
 from .weights import CheckpointError, load_hf_folder
 

@@ -60,7 +60,8 @@ class GemmaConfig:
                               f"num_key_value_heads ({self.num_key_value_heads})")
         if self.layer_types is not None:
             if len(self.layer_types) != self.num_hidden_layers:
-                raise ConfigError(f"layer_types has {len(self.layer_types)} entries for {self.num_hidden_layers} layers")
+                raise ConfigError(f"layer_types has {len(self.layer_types)} entries for "
+                                  f"{self.num_hidden_layers} layers")
             bad = set(self.layer_types) - {SLIDING, FULL}
             if bad:
                 raise ConfigError(f"unknown layer types {sorted(bad)}")
@@ -101,7 +102,9 @@ class GemmaConfig:
     @classmethod
     def from_hf_dict(cls, raw: dict[str, Any]) -> GemmaConfig:
         """Reads a Hugging Face config dict (Gemma, Gemma 2, Gemma 3 text; transformers 4 and 5 layouts)."""
-        raw = dict(raw.get("text_config", raw)) if raw.get("model_type") == "gemma3" and "text_config" in raw else dict(raw)
+        if raw.get("model_type") == "gemma3" and "text_config" in raw:  # the multimodal wrapper
+            raw = raw["text_config"]
+        raw = dict(raw)
         model_type = {"gemma3_text": "gemma3"}.get(raw.get("model_type", "gemma"), raw.get("model_type", "gemma"))
         known = {f.name for f in dataclasses.fields(cls)} - {"extra", "model_type"}
         values: dict[str, Any] = {k: raw[k] for k in known if k in raw and raw[k] is not None}

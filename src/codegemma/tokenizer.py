@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FILE_SEPARATOR = "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|file_separator|>"
+FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"
+FILE_SEPARATOR = "<|file_separator|>"
 START_OF_TURN, END_OF_TURN = "<start_of_turn>", "<end_of_turn>"
 NAMED_SPECIALS = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FILE_SEPARATOR, START_OF_TURN, END_OF_TURN)
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -105,12 +106,15 @@ class Utf8Stream:
         return rest.decode("utf-8", errors="replace")
 
 
+_LEADS = ((0x80, 0x00), (0xE0, 0xC0), (0xF0, 0xE0), (0xF8, 0xF0))  # (mask, value) of 1..4-byte leads
+
+
 def _complete_prefix_len(data: bytes) -> int:
     """Length of `data` without a trailing incomplete (but so far valid) UTF-8 sequence."""
     for back in range(1, min(4, len(data)) + 1):
         byte = data[-back]
         if byte & 0xC0 != 0x80:  # a lead byte or ASCII
-            need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+            need = next((n for n, (mask, lead) in enumerate(_LEADS, 1) if byte & mask == lead), 1)
             return len(data) - back if need > back else len(data)
     return len(data)
 

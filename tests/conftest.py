@@ -1,0 +1,113 @@
+"""Shared fixtures: a SentencePiece BPE tokenizer with CodeGemma's special ids, and tiny real checkpoints."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# CodeGemma's id layout (facts document, section 4): pad eos bos unk = 0 1 2 3, FIM 67-70, turns 106/107.
+USER_DEFINED = ([f"<unused{i}>" for i in range(4, 67)]
+                + ["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|file_separator|>"]
+                + [f"<unused{i}>" for i in range(71, 106)]
+                + ["<start_of_turn>", "<end_of_turn>", "\n", "\n\n", "\t"])
+
+
+def training_lines() -> list[str]:
+    """Real source text found on this machine, plus unicode, for a small tokenizer."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    lines: list[str] = []
+    for name in ("json/decoder.py", "textwrap.py", "functools.py", "string.py", "bisect.py"):
+        lines += (stdlib / name).read_text(encoding="utf-8").splitlines()
+    lines += ["héllo wörld ñandú — café", "日本語のテキストと中文文本", "emoji 😀🎉👍 ok", "x = 12345 + 67890",
+              "fn main() { println!(\"hi\"); }", "public static void main(String[] args) {}", "Ωμέγα ∑ ∫ √ ≤ ≥"]
+    return lines
+
+
+def train_sentencepiece(folder: Path, vocab_size: int = 1024) -> Path:
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(training_lines()), model_writer=buf, model_type="bpe", vocab_size=vocab_size,
+        byte_fallback=True, split_digits=True, add_dummy_prefix=False, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, user_defined_symbols=USER_DEFINED,
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+        unk_piece="<unk>", character_coverage=1.0, minloglevel=2, num_threads=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.model").write_bytes(buf.getvalue())
+    return folder / "tokenizer.model"
+
+
+@pytest.fixture(scope="session")
+def sp_folder(tmp_path_factory) -> Path:
+    """A folder with tokenizer.model (SentencePiece) only."""
+    folder = tmp_path_factory.mktemp("sp")
+    train_sentencepiece(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tok_folder(tmp_path_factory, sp_folder) -> Path:
+    """tokenizer.model plus the tokenizer.json transformers derives from it."""
+    from transformers import GemmaTokenizer
+
+    folder = tmp_path_factory.mktemp("tok")
+    shutil.copy(sp_folder / "tokenizer.model", folder / "tokenizer.model")
+    GemmaTokenizer.from_pretrained(str(folder)).save_pretrained(str(folder))
+    return folder
+
+
+def hf_reference_model(config: dict, seed: int = 0):
+    """A transformers GemmaForCausalLM with random weights, norms too (so the 1 + w convention matters)."""
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    torch.manual_seed(seed)
+    model = GemmaForCausalLM(GemmaConfig(**config)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0.0, 0.5)
+    return model
+
+
+def write_checkpoint(folder: Path, config: dict, tok_folder: Path | None = None, *, shard_kb: int = 40,
+                     seed: int = 0) -> Path:
+    """Writes real sharded safetensors with an index and a config.json that says hidden_act "gelu"."""
+    model = hf_reference_model(config, seed)
+    model.save_pretrained(str(folder), max_shard_size=f"{shard_kb}KB")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["hidden_act"] = "gelu"  # as in the original CodeGemma releases; the model must still use tanh-GELU
+    (folder / "config.json").write_text(json.dumps(cfg))
+    if tok_folder is not None:
+        for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json"):
+            if (tok_folder / name).exists():
+                shutil.copy(tok_folder / name, folder / name)
+    return folder
+
+
+TINY_CONFIGS = {
+    "mqa": dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=256),
+    "gqa": dict(vocab_size=1024, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=24, max_position_embeddings=256),
+    "mha": dict(vocab_size=1024, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=4, head_dim=16, max_position_embeddings=256),
+    # head_dim (32) != hidden / heads (48 / 4 = 12), like the 7B (3072 / 16 = 192 != 256)
+    "odd-head-dim": dict(vocab_size=1024, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, head_dim=32, max_position_embeddings=256),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tok_folder) -> Path:
+    """An MQA CodeGemma-shaped checkpoint with its tokenizer: the model most tests load."""
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt"), TINY_CONFIGS["mqa"], tok_folder)

@@ -141,6 +141,8 @@ class GemmaConfig:
                                  "gemma3": "Gemma3ForCausalLM"}[self.model_type]]
         out["model_type"] = {"gemma3": "gemma3_text"}.get(self.model_type, self.model_type)
         out["hidden_act"] = self.hidden_activation
+        if self.query_pre_attn_scalar is not None and float(self.query_pre_attn_scalar).is_integer():
+            out["query_pre_attn_scalar"] = int(self.query_pre_attn_scalar)  # transformers insists on an int
         if self.layer_types is not None:
             out["layer_types"] = list(self.layer_types)
         if self.model_type == "gemma3":

@@ -1,0 +1,213 @@
+"""GGUF files (llama.cpp, Ollama): config from metadata, tensors through a declarative name map, tokenizer.
+
+Built on the `gguf` package's reader and dequantization. llama.cpp's converter folds Gemma's "+1"
+into every norm weight; it is undone here, exactly once, by `_unfold_norm`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import FULL, SLIDING, GemmaConfig
+from ..model import GemmaForCausalLM
+from ..spm import CONTROL, UNKNOWN, SpmEncoder
+from ..tokenizer import NAMED_SPECIALS, Tokenizer, piece_bytes
+from .hf import CheckpointError, fill_from
+
+SUPPORTED_ARCHS = ("gemma", "gemma2", "gemma3")
+
+# GGUF name -> HF name; "{i}" is the layer. Gemma 1's ffn_norm is the MLP's input norm, which HF
+# calls post_attention_layernorm; in Gemma 2/3 HF has a norm of that name after attention instead.
+_COMMON = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "blk.{i}.attn_q.weight": "model.layers.{i}.self_attn.q_proj.weight",
+    "blk.{i}.attn_k.weight": "model.layers.{i}.self_attn.k_proj.weight",
+    "blk.{i}.attn_v.weight": "model.layers.{i}.self_attn.v_proj.weight",
+    "blk.{i}.attn_output.weight": "model.layers.{i}.self_attn.o_proj.weight",
+    "blk.{i}.ffn_gate.weight": "model.layers.{i}.mlp.gate_proj.weight",
+    "blk.{i}.ffn_up.weight": "model.layers.{i}.mlp.up_proj.weight",
+    "blk.{i}.ffn_down.weight": "model.layers.{i}.mlp.down_proj.weight",
+    "blk.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",
+}
+NAME_MAPS = {
+    "gemma": {**_COMMON, "blk.{i}.ffn_norm.weight": "model.layers.{i}.post_attention_layernorm.weight"},
+    "gemma2": {**_COMMON,
+               "blk.{i}.post_attention_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+               "blk.{i}.ffn_norm.weight": "model.layers.{i}.pre_feedforward_layernorm.weight",
+               "blk.{i}.post_ffw_norm.weight": "model.layers.{i}.post_feedforward_layernorm.weight"},
+}
+NAME_MAPS["gemma3"] = {**NAME_MAPS["gemma2"],
+                       "blk.{i}.attn_q_norm.weight": "model.layers.{i}.self_attn.q_norm.weight",
+                       "blk.{i}.attn_k_norm.weight": "model.layers.{i}.self_attn.k_norm.weight"}
+
+
+def _unfold_norm(t: torch.Tensor) -> torch.Tensor:
+    """llama.cpp stores Gemma norm weights as 1 + w; our RMSNorm (like HF) holds w."""
+    return t - 1.0
+
+
+TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"norm.weight": _unfold_norm}
+
+
+class GGUFError(CheckpointError):
+    """A GGUF file that cannot be loaded; the message names the file, key or tensor at fault."""
+
+
+def _patterns(arch: str) -> list[tuple[re.Pattern[str], str]]:
+    out = []
+    for gguf_name, hf_name in NAME_MAPS[arch].items():
+        regex = "^" + re.escape(gguf_name).replace(r"\{i\}", r"(?P<i>\d+)") + "$"
+        out.append((re.compile(regex), hf_name))
+    return out
+
+
+def hf_name(arch: str, name: str) -> str | None:
+    for regex, target in _patterns(arch):
+        m = regex.match(name)
+        if m:
+            return target.format(**m.groupdict())
+    return None
+
+
+def open_gguf(path: str | Path):
+    from gguf import GGUFReader
+
+    path = Path(path)
+    try:
+        return GGUFReader(str(path))
+    except Exception as exc:  # the reader raises ValueError/struct errors/IndexError on bad bytes
+        raise GGUFError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
+
+
+def metadata(reader) -> dict[str, Any]:
+    out = {}
+    for key, field in reader.fields.items():
+        try:
+            out[key] = field.contents()
+        except Exception:  # a field the package cannot decode is left out, not fatal
+            continue
+    return out
+
+
+def config_from_metadata(meta: dict[str, Any], vocab_size: int, source: str) -> GemmaConfig:
+    """GemmaConfig from GGUF keys, with llama.cpp's defaults where the file is silent."""
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise GGUFError(f"{source}: unsupported architecture {arch!r}; supported: {', '.join(SUPPORTED_ARCHS)}")
+
+    def key(name: str, default: Any = None) -> Any:
+        value = meta.get(f"{arch}.{name}", default)
+        if value is None:
+            raise GGUFError(f"{source}: metadata key {arch}.{name} is missing")
+        return value
+
+    hidden, heads, layers = int(key("embedding_length")), int(key("attention.head_count")), int(key("block_count"))
+    head_dim = int(key("attention.key_length", hidden // heads))
+    values: dict[str, Any] = dict(
+        model_type=arch, vocab_size=vocab_size, hidden_size=hidden, intermediate_size=int(key("feed_forward_length")),
+        num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=int(key("attention.head_count_kv", heads)), head_dim=head_dim,
+        max_position_embeddings=int(key("context_length", 8192)),
+        rms_norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-6)),
+        rope_theta=float(key("rope.freq_base", 10000.0)))
+    if arch == "gemma":
+        return GemmaConfig(**values)
+    # llama.cpp: queries scaled by 1/sqrt(hidden/heads) for the 27B models, else by 1/sqrt(head_dim).
+    big = layers == (46 if arch == "gemma2" else 62)
+    values["query_pre_attn_scalar"] = float(hidden // heads if big else head_dim)
+    values["sliding_window"] = int(key("attention.sliding_window", 4096))
+    if arch == "gemma2":
+        values["attn_logit_softcapping"] = float(key("attn_logit_softcapping", 50.0))
+        values["final_logit_softcapping"] = float(key("final_logit_softcapping", 30.0))
+        pattern = 2
+    else:  # gemma3: llama.cpp's defaults are a 6-layer pattern and a local RoPE base of 10000
+        pattern = int(meta.get("gemma3.attention.sliding_window_pattern", 6))
+        values["rope_local_base_freq"] = float(meta.get("gemma3.rope.freq_base_swa", 10000.0))
+        if meta.get("gemma3.rope.scaling.type", "none") not in ("none", None):
+            raise GGUFError(f"{source}: RoPE scaling {meta['gemma3.rope.scaling.type']!r} is not supported yet")
+    values["layer_types"] = tuple(SLIDING if (i + 1) % pattern else FULL for i in range(layers))
+    return GemmaConfig(**values)
+
+
+def dequantize(tensor) -> torch.Tensor:
+    """A GGUF tensor as float32 in PyTorch's (out, in) layout, through the gguf package."""
+    from gguf import GGMLQuantizationType as Q
+    from gguf.quants import dequantize as gguf_dequantize
+
+    shape = tuple(int(d) for d in reversed(tensor.shape))  # GGUF lists dimensions fastest-first
+    if tensor.tensor_type == Q.F32:
+        array = np.asarray(tensor.data, dtype=np.float32)
+    else:
+        array = gguf_dequantize(tensor.data, tensor.tensor_type)
+    return torch.from_numpy(np.array(array, dtype=np.float32, copy=True).reshape(shape))
+
+
+def iter_tensors(reader, arch: str, source: str) -> Iterator[tuple[str, torch.Tensor]]:
+    for tensor in reader.tensors:
+        name = hf_name(arch, tensor.name)
+        if name is None:
+            if tensor.name == "output.weight":
+                yield "lm_head.weight", dequantize(tensor)
+                continue
+            raise GGUFError(f"{source}: unexpected tensor {tensor.name} for architecture {arch}")
+        try:
+            t = dequantize(tensor)
+        except Exception as exc:
+            raise GGUFError(f"{source}: cannot dequantize {tensor.name} ({tensor.tensor_type.name}: {exc})") from exc
+        for suffix, fn in TRANSFORMS.items():
+            if name.endswith(suffix):
+                t = fn(t)
+        yield name, t
+
+
+def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
+    """The llama.cpp SPM tokenizer from tokenizer.ggml.*; control/unknown tokens (and the FIM and turn
+    tokens) are parsed from text only with parse_special."""
+    model = meta.get("tokenizer.ggml.model")
+    if model != "llama":
+        raise GGUFError(f"{source}: tokenizer model {model!r} is not supported (Gemma uses 'llama', SentencePiece)")
+    try:
+        tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
+        scores = list(meta.get("tokenizer.ggml.scores") or [0.0] * len(tokens))
+        types = list(meta.get("tokenizer.ggml.token_type") or [1] * len(tokens))
+    except KeyError as exc:
+        raise GGUFError(f"{source}: metadata key {exc.args[0]} is missing") from exc
+    if not (len(tokens) == len(scores) == len(types)):
+        raise GGUFError(f"{source}: tokenizer arrays differ in length")
+    encoder = SpmEncoder(tokens, scores, types, add_space_prefix=bool(meta.get("tokenizer.ggml.add_space_prefix", False)))
+    specials = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (CONTROL, UNKNOWN) or t in NAMED_SPECIALS}
+    pieces = [t.encode("utf-8") if t in specials else piece_bytes(t) for t in tokens]
+    fim = {"tokenizer.ggml.prefix_token_id": "<|fim_prefix|>", "tokenizer.ggml.middle_token_id": "<|fim_middle|>",
+           "tokenizer.ggml.suffix_token_id": "<|fim_suffix|>"}
+    for key, name in fim.items():  # files that name FIM ids explicitly
+        if key in meta and 0 <= int(meta[key]) < len(tokens):
+            specials.setdefault(name, int(meta[key]))
+    return Tokenizer(pieces, specials, encoder.encode, bos_id=int(meta.get("tokenizer.ggml.bos_token_id", 2)),
+                     eos_id=int(meta.get("tokenizer.ggml.eos_token_id", 1)),
+                     pad_id=int(meta.get("tokenizer.ggml.padding_token_id", 0)), source=source)
+
+
+def load_gguf(path: str | Path, *, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32) -> tuple[GemmaForCausalLM, Tokenizer]:
+    """Model and tokenizer from a GGUF file, weights dequantized to `dtype`."""
+    path = Path(path)
+    reader = open_gguf(path)
+    meta = metadata(reader)
+    source = str(path)
+    embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    if embed is None:
+        raise GGUFError(f"{source}: tensor token_embd.weight is missing")
+    config = config_from_metadata(meta, int(embed.shape[1]), source)
+    tokenizer = tokenizer_from_metadata(meta, source)
+    with torch.device("meta"):
+        model = GemmaForCausalLM(config)
+    model = model.to(dtype).to_empty(device=device)
+    fill_from(model, iter_tensors(reader, config.model_type, source), source=source)
+    return model.eval(), tokenizer

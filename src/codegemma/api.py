@@ -204,7 +204,10 @@ def load(path: str | Path = "default", *, device: str | torch.device = "cpu",
         return CodeGemma(model, load_tokenizer(path), name=path.name)
     if path.suffix == ".gguf" and path.is_file():
         from .weights.gguf import load_gguf
-        model, tokenizer = load_gguf(path, device=dev, dtype=dt)
+        try:
+            model, tokenizer = load_gguf(path, device=dev, dtype=dt)
+        except CheckpointError as exc:
+            raise ModelLoadError(str(exc)) from exc
         return CodeGemma(model, tokenizer, name=path.stem)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file or folder")

@@ -7,6 +7,8 @@ into every norm weight; it is undone here, exactly once, by `_unfold_norm`.
 from __future__ import annotations
 
 import re
+import threading
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from ..model import GemmaForCausalLM
 from ..spm import CONTROL, UNKNOWN, SpmEncoder
 from ..tokenizer import NAMED_SPECIALS, Tokenizer, piece_bytes
 from .hf import CheckpointError, fill_from
+from .quants import dequantize_blocks
 
 SUPPORTED_ARCHS = ("gemma", "gemma2", "gemma3")
 
@@ -76,14 +79,34 @@ def hf_name(arch: str, name: str) -> str | None:
     return None
 
 
+class _PlainMap:
+    """Stands in for numpy.memmap while GGUFReader parses: the same file mapping, viewed as a plain ndarray.
+
+    GGUFReader slices its map about a million times for a 262k-token vocabulary, and np.memmap's
+    Python-level __getitem__/__array_finalize__ made that take ten seconds; a plain view takes one.
+    """
+
+    def __new__(cls, filename, dtype=np.uint8, mode="r", **kwargs):
+        return _REAL_MEMMAP(filename, dtype=dtype, mode=mode, **kwargs).view(np.ndarray)
+
+
+_REAL_MEMMAP = np.memmap
+_OPEN_LOCK = threading.Lock()
+
+
 def open_gguf(path: str | Path):
+    import gguf.gguf_reader as gguf_reader
     from gguf import GGUFReader
 
     path = Path(path)
-    try:
-        return GGUFReader(str(path))
-    except Exception as exc:  # the reader raises ValueError/struct errors/IndexError on bad bytes
-        raise GGUFError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
+    with _OPEN_LOCK:
+        gguf_reader.np.memmap = _PlainMap
+        try:
+            return GGUFReader(str(path))
+        except Exception as exc:  # the reader raises ValueError/struct errors/IndexError on bad bytes
+            raise GGUFError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
+        finally:
+            gguf_reader.np.memmap = _REAL_MEMMAP
 
 
 def metadata(reader) -> dict[str, Any]:
@@ -137,16 +160,21 @@ def config_from_metadata(meta: dict[str, Any], vocab_size: int, source: str) -> 
 
 
 def dequantize(tensor) -> torch.Tensor:
-    """A GGUF tensor as float32 in PyTorch's (out, in) layout, through the gguf package."""
-    from gguf import GGMLQuantizationType as Q
+    """A GGUF tensor as float32 in PyTorch's (out, in) layout: our kernels, else the gguf package's."""
     from gguf.quants import dequantize as gguf_dequantize
 
     shape = tuple(int(d) for d in reversed(tensor.shape))  # GGUF lists dimensions fastest-first
-    if tensor.tensor_type == Q.F32:
-        array = np.asarray(tensor.data, dtype=np.float32)
-    else:
-        array = gguf_dequantize(tensor.data, tensor.tensor_type)
-    return torch.from_numpy(np.array(array, dtype=np.float32, copy=True).reshape(shape))
+    kind = tensor.tensor_type.name
+    with warnings.catch_warnings():  # read-only memory map; we never write through this view
+        warnings.simplefilter("ignore", UserWarning)
+        raw = torch.from_numpy(np.asarray(tensor.data).view(np.uint8).reshape(-1))
+    if kind in ("F32", "F16", "BF16"):
+        dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[kind]
+        return raw.view(dtype).float().reshape(shape)  # .float() copies out of the map
+    values = dequantize_blocks(raw, kind, int(np.prod(shape)))
+    if values is None:
+        values = torch.from_numpy(np.array(gguf_dequantize(tensor.data, tensor.tensor_type), dtype=np.float32))
+    return values.reshape(shape)
 
 
 def iter_tensors(reader, arch: str, source: str) -> Iterator[tuple[str, torch.Tensor]]:
@@ -181,7 +209,8 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
         raise GGUFError(f"{source}: metadata key {exc.args[0]} is missing") from exc
     if not (len(tokens) == len(scores) == len(types)):
         raise GGUFError(f"{source}: tokenizer arrays differ in length")
-    encoder = SpmEncoder(tokens, scores, types, add_space_prefix=bool(meta.get("tokenizer.ggml.add_space_prefix", False)))
+    space_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", False))
+    encoder = SpmEncoder(tokens, scores, types, add_space_prefix=space_prefix)
     specials = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (CONTROL, UNKNOWN) or t in NAMED_SPECIALS}
     pieces = [t.encode("utf-8") if t in specials else piece_bytes(t) for t in tokens]
     fim = {"tokenizer.ggml.prefix_token_id": "<|fim_prefix|>", "tokenizer.ggml.middle_token_id": "<|fim_middle|>",

@@ -1,0 +1,173 @@
+"""GGUF: our dequantization against the gguf package, conversion through llama.cpp, Gemma 2/3, bad files."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from codegemma import load
+from codegemma.api import ModelLoadError
+from codegemma.weights.convert import gguf_to_hf, hf_to_gguf
+from codegemma.weights.gguf import GGUFError, dequantize, load_gguf, open_gguf
+from conftest import write_checkpoint
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+# K-quants need rows that are multiples of 256 values.
+QUANT_CONFIG = dict(vocab_size=1024, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=1, head_dim=64, max_position_embeddings=256)
+FTYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10, "Q3_K_M": 12, "Q4_K_M": 15,
+          "Q5_K_M": 17, "Q6_K": 18, "F16": 1, "BF16": 32}
+
+
+def quantize_with_llama_cpp(src, dst, ftype: int) -> None:
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = 2
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    assert rc == 0, f"llama_model_quantize failed ({rc})"
+
+
+def llama_logits(path, ids) -> np.ndarray:
+    ref = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+    ref.eval(ids)
+    return np.array(ref.scores[:len(ids)])
+
+
+@pytest.fixture(scope="module")
+def f32_gguf(tmp_path_factory, tok_folder):
+    folder = write_checkpoint(tmp_path_factory.mktemp("hf"), QUANT_CONFIG, tok_folder)
+    return folder, hf_to_gguf(folder, folder.parent / "model-f32.gguf")
+
+
+@pytest.fixture(scope="module")
+def quantized(f32_gguf):
+    _, f32 = f32_gguf
+    out = {}
+    for name, ftype in FTYPES.items():
+        dst = f32.parent / f"model-{name}.gguf"
+        quantize_with_llama_cpp(f32, dst, ftype)
+        out[name] = dst
+    return out
+
+
+def test_dequantization_equals_the_gguf_package(quantized):
+    from gguf.quants import dequantize as reference
+
+    covered = set()
+    for path in quantized.values():
+        for t in open_gguf(path).tensors:
+            ours = dequantize(t)
+            ref = torch.from_numpy(np.array(reference(t.data, t.tensor_type), dtype=np.float32)).reshape(ours.shape)
+            assert torch.equal(ours, ref), f"{path.name} {t.name} {t.tensor_type.name}"
+            covered.add(t.tensor_type.name)
+    assert {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16", "BF16"} <= covered
+
+
+def test_hf_to_gguf_runs_in_llama_cpp_with_matching_logits(f32_gguf):
+    folder, gguf_path = f32_gguf
+    ours = load(folder)
+    ids = ours.tokenizer.encode("def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n")
+    expected = ours.logits(ids).numpy()
+    got = llama_logits(gguf_path, ids)
+    assert np.abs(got - expected).max() < 1e-2 * np.abs(expected).max()
+    assert (got.argmax(-1) == expected.argmax(-1)).all()
+
+
+def test_gguf_path_equals_safetensors_path(f32_gguf):
+    folder, gguf_path = f32_gguf
+    a, b = load(folder), load(gguf_path)
+    ids = a.tokenizer.encode("import os\nclass A:\n    pass\n")
+    assert b.tokenizer.encode("import os\nclass A:\n    pass\n") == ids
+    assert (a.logits(ids) - b.logits(ids)).abs().max().item() < 1e-5
+    assert b.fim_native and b.tokenizer.token_id("<|fim_middle|>") == 68
+
+
+def test_gguf_to_hf_round_trip(f32_gguf, tmp_path):
+    folder, gguf_path = f32_gguf
+    back = gguf_to_hf(gguf_path, tmp_path / "back")
+    a, b = load(folder), load(back)
+    ids = a.tokenizer.encode("for i in range(10):\n\tprint(i)\n")
+    assert b.tokenizer.encode("for i in range(10):\n\tprint(i)\n") == ids
+    assert (a.logits(ids) - b.logits(ids)).abs().max().item() < 1e-5
+
+
+def test_quantized_model_tracks_llama_cpp(quantized):
+    """On a Q8_0 file our logits and llama.cpp's differ only by llama.cpp's activation rounding."""
+    ours = load(quantized["Q8_0"])
+    ids = ours.tokenizer.encode("def f(x):\n    return x * 2\n")
+    expected, got = ours.logits(ids).numpy(), llama_logits(quantized["Q8_0"], ids)
+    assert np.abs(got - expected).mean() < 0.05 * np.abs(expected).mean()
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "gemma3"])
+def test_gemma2_and_gemma3_match_transformers_and_llama_cpp(arch, tmp_path, tok_folder):
+    import json
+
+    import transformers
+
+    common = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=32, max_position_embeddings=256, sliding_window=8,
+                  query_pre_attn_scalar=32)
+    if arch == "gemma2":
+        cfg = transformers.Gemma2Config(num_hidden_layers=4, **common)
+        ref = transformers.Gemma2ForCausalLM(cfg)
+    else:
+        cfg = transformers.Gemma3TextConfig(num_hidden_layers=6, rope_theta=1_000_000.0, **common)
+        ref = transformers.Gemma3ForCausalLM(cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            (p.normal_(0, 0.5) if "norm" in name else p.normal_(0, 0.1))
+    ref.eval().save_pretrained(str(tmp_path / "hf"))
+    shutil.copy(tok_folder / "tokenizer.model", tmp_path / "hf" / "tokenizer.model")
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["sliding_window"] == 8
+    ours = load(tmp_path / "hf")
+    ids = list(range(2, 42))  # longer than the window, so sliding layers matter
+    with torch.no_grad():
+        expected = ref(torch.tensor([ids])).logits[0]
+    assert (ours.logits(ids) - expected).abs().max().item() < 1e-4
+    gguf_path = hf_to_gguf(tmp_path / "hf", tmp_path / "m.gguf")
+    again = load(gguf_path)
+    assert (again.logits(ids) - expected).abs().max().item() < 1e-4
+    got = llama_logits(gguf_path, ids)
+    assert np.abs(got - expected.numpy()).max() < 2e-2 * np.abs(expected.numpy()).max()
+
+
+def test_truncated_gguf(f32_gguf, tmp_path):
+    _, good = f32_gguf
+    bad = tmp_path / "cut.gguf"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(GGUFError, match="cut.gguf"):
+        load_gguf(bad)
+    with pytest.raises(ModelLoadError, match="cut.gguf"):
+        load(bad)
+
+
+def test_corrupt_gguf(tmp_path):
+    bad = tmp_path / "junk.gguf"
+    bad.write_bytes(b"GGUF" + struct.pack("<I", 3) + b"\xff" * 64)
+    with pytest.raises(GGUFError, match="junk.gguf"):
+        load_gguf(bad)
+    bad.write_bytes(b"not a gguf at all")
+    with pytest.raises(GGUFError, match="not a readable GGUF"):
+        load_gguf(bad)
+
+
+def test_unsupported_architecture(tmp_path):
+    import gguf
+
+    w = gguf.GGUFWriter(str(tmp_path / "llama.gguf"), "llama")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(GGUFError, match="unsupported architecture 'llama'"):
+        load_gguf(tmp_path / "llama.gguf")

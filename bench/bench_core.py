@@ -101,7 +101,8 @@ def cuda_check(args) -> None:
             tok = gpu(tok, start=64 + i)[:, -1].argmax(-1, keepdim=True)
         torch.cuda.synchronize()
     speed = 128 / (time.perf_counter() - t)
-    print(f"\nCUDA {torch.cuda.get_device_name()}: bf16 vs CPU fp32 relative error {rel:.4f}, top-1 agreement {agree:.3f}")
+    print(f"\nCUDA {torch.cuda.get_device_name()}: bf16 vs CPU fp32 relative error {rel:.4f}, "
+          f"top-1 agreement {agree:.3f}")
     print(f"decode {speed:.1f} tok/s; bandwidth bound {bandwidth / weight_bytes:.1f} tok/s "
           f"({weight_bytes / 1e9:.2f} GB weights at {bandwidth / 1e9:.0f} GB/s measured)")
 

@@ -188,8 +188,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def load(path: str | Path = "default", *, device: str | torch.device = "cpu",
-         dtype: str | torch.dtype | None = None) -> CodeGemma:
-    """Loads a Hugging Face folder, a .gguf file, or "default" (the embedded model)."""
+         dtype: str | torch.dtype | None = None, keep_quantized: bool = False) -> CodeGemma:
+    """Loads a Hugging Face folder, a .gguf file, or "default" (the embedded model).
+
+    keep_quantized (GGUF only): projections stay in their GGML block format, dequantized on the fly.
+    """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if str(path) == "default":
@@ -205,7 +208,7 @@ def load(path: str | Path = "default", *, device: str | torch.device = "cpu",
     if path.suffix == ".gguf" and path.is_file():
         from .weights.gguf import load_gguf
         try:
-            model, tokenizer = load_gguf(path, device=dev, dtype=dt)
+            model, tokenizer = load_gguf(path, device=dev, dtype=dt, keep_quantized=keep_quantized)
         except CheckpointError as exc:
             raise ModelLoadError(str(exc)) from exc
         return CodeGemma(model, tokenizer, name=path.stem)

@@ -22,6 +22,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="weights and activations (default: float32 on CPU, bfloat16 on CUDA)")
+    p.add_argument("--keep-quantized", action="store_true",
+                   help="GGUF: keep projection weights quantized (less memory, slower)")
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -42,7 +44,7 @@ def _options(args: argparse.Namespace) -> dict:
 
 def _load(args: argparse.Namespace):
     from .api import load
-    return load(args.model, device=args.device, dtype=args.dtype)
+    return load(args.model, device=args.device, dtype=args.dtype, keep_quantized=args.keep_quantized)
 
 
 def _emit(chunks, out=sys.stdout) -> None:

@@ -21,7 +21,7 @@ from ..model import GemmaForCausalLM
 from ..spm import CONTROL, UNKNOWN, SpmEncoder
 from ..tokenizer import NAMED_SPECIALS, Tokenizer, piece_bytes
 from .hf import CheckpointError, fill_from
-from .quants import dequantize_blocks
+from .quants import KERNELS, dequantize_blocks
 
 SUPPORTED_ARCHS = ("gemma", "gemma2", "gemma3")
 
@@ -177,7 +177,9 @@ def dequantize(tensor) -> torch.Tensor:
     return values.reshape(shape)
 
 
-def iter_tensors(reader, arch: str, source: str) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_tensors(reader, arch: str, source: str,
+                 keep: Callable[[str, Any], bool] = lambda name, t: False) -> Iterator[tuple[str, torch.Tensor]]:
+    """(HF name, float32 tensor) for every tensor except those `keep` takes as they are."""
     for tensor in reader.tensors:
         name = hf_name(arch, tensor.name)
         if name is None:
@@ -185,6 +187,8 @@ def iter_tensors(reader, arch: str, source: str) -> Iterator[tuple[str, torch.Te
                 yield "lm_head.weight", dequantize(tensor)
                 continue
             raise GGUFError(f"{source}: unexpected tensor {tensor.name} for architecture {arch}")
+        if keep(name, tensor):
+            continue
         try:
             t = dequantize(tensor)
         except Exception as exc:
@@ -193,6 +197,22 @@ def iter_tensors(reader, arch: str, source: str) -> Iterator[tuple[str, torch.Te
             if name.endswith(suffix):
                 t = fn(t)
         yield name, t
+
+
+def _keeper(model: GemmaForCausalLM, device: torch.device | str) -> Callable[[str, Any], bool]:
+    """Keeps projection weights in their block format (QuantizedLinear); the embedding is dequantized."""
+    from ..quantized import swap_in
+
+    def keep(name: str, tensor) -> bool:
+        kind = tensor.tensor_type.name
+        if kind not in KERNELS or not name.endswith("_proj.weight"):
+            return False
+        raw = torch.from_numpy(np.array(tensor.data, copy=True).view(np.uint8).reshape(-1)).to(device)
+        shape = (int(tensor.shape[1]), int(tensor.shape[0]))
+        swap_in(model, name, raw, kind, shape)
+        return True
+
+    return keep
 
 
 def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
@@ -223,9 +243,10 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
                      pad_id=int(meta.get("tokenizer.ggml.padding_token_id", 0)), source=source)
 
 
-def load_gguf(path: str | Path, *, device: str | torch.device = "cpu",
-              dtype: torch.dtype = torch.float32) -> tuple[GemmaForCausalLM, Tokenizer]:
-    """Model and tokenizer from a GGUF file, weights dequantized to `dtype`."""
+def load_gguf(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+              keep_quantized: bool = False) -> tuple[GemmaForCausalLM, Tokenizer]:
+    """Model and tokenizer from a GGUF file: weights dequantized to `dtype`, or with keep_quantized the
+    projections stay in their GGML block format and are dequantized on the fly."""
     path = Path(path)
     reader = open_gguf(path)
     meta = metadata(reader)
@@ -237,6 +258,20 @@ def load_gguf(path: str | Path, *, device: str | torch.device = "cpu",
     tokenizer = tokenizer_from_metadata(meta, source)
     with torch.device("meta"):
         model = GemmaForCausalLM(config)
-    model = model.to(dtype).to_empty(device=device)
-    fill_from(model, iter_tensors(reader, config.model_type, source), source=source)
+    model = model.to(dtype)
+    keep = _keeper(model, device) if keep_quantized else (lambda name, t: False)
+    tensors = iter_tensors(reader, config.model_type, source, keep)
+    if keep_quantized:
+        tensors = iter(list(tensors))  # swaps the kept projections in before parameters are allocated
+    _materialize(model, device)
+    fill_from(model, tensors, source=source)
     return model.eval(), tokenizer
+
+
+def _materialize(model: torch.nn.Module, device: torch.device | str) -> None:
+    """Allocates the parameters still on the meta device (unlike to_empty, leaves real buffers alone)."""
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            if p.is_meta:
+                setattr(module, name, torch.nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device=device),
+                                                         requires_grad=p.requires_grad))

@@ -142,8 +142,9 @@ def dequantize_blocks(raw: torch.Tensor, type_name: str, n_values: int) -> torch
     per_block, nbytes, kernel = KERNELS[type_name]
     if raw.numel() * per_block != n_values * nbytes:
         raise ValueError(f"{type_name}: {raw.numel()} bytes cannot hold {n_values} values")
-    out = []
     blocks = raw.reshape(-1, nbytes)
-    for start in range(0, blocks.shape[0], 1 << 16):  # bounded temporaries on big tensors
-        out.append(kernel(blocks[start:start + (1 << 16)]).reshape(-1))
-    return torch.cat(out)
+    out = torch.empty(blocks.shape[0], per_block, dtype=torch.float32, device=raw.device)
+    step = 1 << 16  # bounded temporaries on big tensors
+    for start in range(0, blocks.shape[0], step):
+        out[start:start + step] = kernel(blocks[start:start + step])
+    return out.reshape(-1)

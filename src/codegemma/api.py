@@ -80,10 +80,12 @@ class CodeGemma:
             return self.model(x, last=None)[0].float()
 
     # Generation from token ids: every public method ends here.
-    def stream_ids(self, prompts: Sequence[Sequence[int]], options: Options) -> Iterator[TextEvent]:
+    def stream_ids(self, prompts: Sequence[Sequence[int]], options: Options, *, context: int | None = None,
+                   reuse: int | None = None) -> Iterator[TextEvent]:
+        """Text events for token-id prompts; `reuse` continues from a caller-owned KV cache (see decode_steps)."""
         stop_ids = tuple(sorted(set(options.stop_ids) | {self.tokenizer.eos_id}))
         settings = GenerationSettings(options.max_tokens, options.sampling(), stop_ids)
-        return stream_text(self.model, self.tokenizer, prompts, settings, options.stop)
+        return stream_text(self.model, self.tokenizer, prompts, settings, options.stop, context=context, reuse=reuse)
 
     def run(self, prompts: Sequence[Sequence[int]], options: Options) -> list[Completion]:
         out = [Completion("", "length", len(p), 0) for p in prompts]

@@ -202,11 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extend(sub) -> None:
     """Commands defined by other parts of the package register here."""
-    try:
-        from .weights.convert import add_convert_command
-    except ImportError:
-        return
+    from .server.cli import add_serve_command
+    from .weights.convert import add_convert_command
     add_convert_command(sub)
+    add_serve_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

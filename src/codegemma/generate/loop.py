@@ -39,10 +39,13 @@ class Step:
 
 
 def decode_steps(model: GemmaForCausalLM, prompts: Sequence[Sequence[int]], settings: GenerationSettings,
-                 *, context: int | None = None) -> Iterator[Step]:
+                 *, context: int | None = None, reuse: int | None = None) -> Iterator[Step]:
     """Yields one Step per generated token; several prompts run as one left-padded batch.
 
     Stop tokens are reported (so callers can see them) but never counted as text by the text layer.
+    With `reuse` (one prompt only), the caller owns the KV cache attached to the model and its first
+    `reuse` slots already hold this prompt's first tokens: only the rest is prefilled, and the cache
+    is left in place afterwards (it then holds the prompt and every generated token but the last).
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
@@ -64,10 +67,16 @@ def decode_steps(model: GemmaForCausalLM, prompts: Sequence[Sequence[int]], sett
     stop = set(settings.stop_ids)
     finished: list[str | None] = [None] * B
     seen = ids.clone()
+    if reuse is not None:
+        if B != 1 or not 0 <= reuse < longest or model.cache_len < longest + budget:
+            raise ValueError("cache reuse needs one prompt, reuse < its length and a large enough attached cache")
     with torch.inference_mode():
-        model.setup_cache(B, longest + budget)
+        if reuse is None:
+            model.setup_cache(B, longest + budget)
+        first = reuse or 0
         try:
-            logits = model(ids, start=0, positions=positions, key_valid=valid[:, :longest])[:, -1]
+            logits = model(ids[:, first:], start=first, positions=positions[:, first:],
+                           key_valid=valid[:, :longest])[:, -1]
             for step in range(budget):
                 nxt = sample(logits, settings.sampling, seen=seen, generator=generator)
                 tokens = nxt.tolist()
@@ -87,7 +96,8 @@ def decode_steps(model: GemmaForCausalLM, prompts: Sequence[Sequence[int]], sett
                 pos = (slot - pad)  # (B, 1)
                 logits = model(nxt[:, None], start=slot, positions=pos, key_valid=valid[:, :slot + 1])[:, -1]
         finally:
-            model.clear_cache()
+            if reuse is None:
+                model.clear_cache()
 
 
 def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:

@@ -54,13 +54,13 @@ class TextEvent:
 
 def stream_text(model: GemmaForCausalLM, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]],
                 settings: GenerationSettings, stop_strings: Sequence[str] = (),
-                context: int | None = None) -> Iterator[TextEvent]:
+                context: int | None = None, reuse: int | None = None) -> Iterator[TextEvent]:
     """Text events per row; stop tokens and stop strings end a row and never appear in its text."""
     streams = [Utf8Stream() for _ in prompts]
     matchers = [StopMatcher(stop_strings) for _ in prompts]
     stop_ids = set(settings.stop_ids)
     done = [False] * len(prompts)
-    for step in decode_steps(model, tokenizer_safe(prompts, tokenizer), settings, context=context):
+    for step in decode_steps(model, tokenizer_safe(prompts, tokenizer), settings, context=context, reuse=reuse):
         for row, token in enumerate(step.tokens):
             if token is None or done[row]:
                 continue

@@ -1,0 +1,130 @@
+"""Request bodies of the three dialects (OpenAI, Ollama, llama.cpp), validated strictly where it matters.
+
+Unknown fields are accepted and ignored, since editor extensions send many; the ones we use are typed
+and bounded, so a wrong type or an absurd limit is a 4xx, never a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+MAX_TOKENS = 1 << 20  # finer limits come from the context window, checked per request
+Temperature = Annotated[StrictFloat | StrictInt, Field(ge=0, le=100)]
+Probability = Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)]
+Seed = Annotated[StrictInt, Field(ge=-(1 << 63), lt=1 << 64)]
+Stop = StrictStr | Annotated[list[StrictStr], Field(max_length=64)] | None
+
+
+class Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class CompletionRequest(Lenient):
+    model: StrictStr | None = None
+    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=1)] = ""
+    suffix: StrictStr | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)] | None = 16
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    stop: Stop = None
+    seed: Seed | None = None
+    stream: StrictBool = False
+    n: Annotated[StrictInt, Field(ge=1, le=1)] = 1
+
+
+class ContentPart(Lenient):
+    type: StrictStr
+    text: StrictStr | None = None
+
+
+class ChatMessage(Lenient):
+    role: StrictStr
+    content: StrictStr | Annotated[list[ContentPart], Field(max_length=256)] | None = ""
+
+
+class ChatRequest(Lenient):
+    model: StrictStr | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=4096)]
+    max_tokens: Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)] | None = None
+    max_completion_tokens: Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)] | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    stop: Stop = None
+    seed: Seed | None = None
+    stream: StrictBool = False
+    n: Annotated[StrictInt, Field(ge=1, le=1)] = 1
+
+
+class OllamaOptions(Lenient):
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    top_k: Annotated[StrictInt, Field(ge=0, le=1 << 20)] | None = None
+    min_p: Probability | None = None
+    num_predict: Annotated[StrictInt, Field(ge=-2, le=MAX_TOKENS)] | None = None
+    stop: Stop = None
+    repeat_penalty: Annotated[StrictFloat | StrictInt, Field(gt=0, le=100)] | None = None
+    seed: Seed | None = None
+    num_ctx: Annotated[StrictInt, Field(ge=1, le=1 << 24)] | None = None
+
+
+class OllamaGenerateRequest(Lenient):
+    model: StrictStr | None = None
+    prompt: StrictStr = ""
+    suffix: StrictStr | None = None
+    system: StrictStr | None = None
+    raw: StrictBool = False
+    stream: StrictBool = True
+    options: OllamaOptions | None = None
+
+
+class OllamaMessage(Lenient):
+    role: StrictStr
+    content: StrictStr = ""
+
+
+class OllamaChatRequest(Lenient):
+    model: StrictStr | None = None
+    messages: Annotated[list[OllamaMessage], Field(min_length=1, max_length=4096)]
+    stream: StrictBool = True
+    options: OllamaOptions | None = None
+
+
+class OllamaShowRequest(Lenient):
+    model: StrictStr | None = None
+    name: StrictStr | None = None
+
+
+class ExtraFile(Lenient):
+    filename: StrictStr = ""
+    text: StrictStr = ""
+
+
+class LlamaCommon(Lenient):
+    n_predict: Annotated[StrictInt, Field(ge=-1, le=MAX_TOKENS)] = -1
+    temperature: Temperature | None = None
+    top_k: Annotated[StrictInt, Field(ge=0, le=1 << 20)] | None = None
+    top_p: Probability | None = None
+    min_p: Probability | None = None
+    repeat_penalty: Annotated[StrictFloat | StrictInt, Field(gt=0, le=100)] | None = None
+    stop: Annotated[list[StrictStr], Field(max_length=64)] | None = None
+    seed: Seed | None = None
+    stream: StrictBool = False
+    cache_prompt: StrictBool = True
+    t_max_predict_ms: Annotated[StrictInt | StrictFloat, Field(ge=0, le=1 << 31)] = 0
+    n_indent: Annotated[StrictInt, Field(ge=0, le=1 << 16)] = 0
+
+
+class InfillRequest(LlamaCommon):
+    input_prefix: StrictStr = ""
+    input_suffix: StrictStr = ""
+    input_extra: Annotated[list[ExtraFile], Field(max_length=1024)] = []
+    prompt: StrictStr = ""
+
+
+class LlamaCompletionRequest(LlamaCommon):
+    prompt: StrictStr | Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)] = ""
+
+
+Dialect = Literal["openai", "ollama", "llama"]

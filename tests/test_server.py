@@ -1,0 +1,284 @@
+"""The real server on an ephemeral loopback port, driven by the official openai and ollama clients and raw HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import uvicorn
+
+from codegemma import load
+from codegemma.api import suffix_stops
+from codegemma.server import create_app
+from codegemma.server.engine import IndentStop
+
+PREFIX = "def add(a, b):\n    "
+SUFFIX = "\n\nprint(add(1, 2))\n"
+SENTINELS = ("<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|file_separator|>", "<end_of_turn>")
+
+
+class LiveServer:
+    def __init__(self, app) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = app
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.05)
+
+    @property
+    def engine(self):
+        return self.app.app.state.server.engine
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cg(tiny_checkpoint):
+    return load(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def live(cg):
+    server = LiveServer(create_app(cg, name="tiny", ctx=256, parallel=8))
+    yield server
+    server.stop()
+
+
+def expected_fim(cg, max_tokens: int) -> str:
+    return cg.complete(PREFIX, SUFFIX, max_tokens=max_tokens, stop=suffix_stops(SUFFIX))
+
+
+def test_openai_fim_completion(live, cg):
+    from openai import OpenAI
+    client = OpenAI(base_url=f"{live.url}/v1", api_key="unused")
+    out = client.completions.create(model="tiny", prompt=PREFIX, suffix=SUFFIX, max_tokens=24, temperature=0)
+    text = out.choices[0].text
+    assert text == expected_fim(cg, 24)
+    assert not any(s in text for s in SENTINELS)
+    assert out.usage.completion_tokens >= 1 and out.choices[0].finish_reason in ("stop", "length")
+    assert [m.id for m in client.models.list()] == ["tiny"]
+
+
+def test_openai_streaming_and_chat(live, cg):
+    from openai import OpenAI
+    client = OpenAI(base_url=f"{live.url}/v1", api_key="unused")
+    chunks = list(client.completions.create(model="tiny", prompt=PREFIX, suffix=SUFFIX, max_tokens=24, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == expected_fim(cg, 24)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    messages = [{"role": "user", "content": "hello"}]
+    reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=12)
+    assert reply.choices[0].message.content == cg.chat(messages, max_tokens=12)
+    streamed = client.chat.completions.create(model="tiny", messages=messages, max_tokens=12, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == reply.choices[0].message.content
+
+
+def test_openai_prompt_parses_special_tokens_only_there(live, cg):
+    templated = "<|fim_prefix|>" + PREFIX + "<|fim_suffix|>" + SUFFIX + "<|fim_middle|>"
+    r = httpx.post(f"{live.url}/v1/completions", json={"prompt": templated, "max_tokens": 24}).json()
+    ids = cg.tokenizer.encode(templated, parse_special=True)
+    assert 67 in ids and r["usage"]["prompt_tokens"] == len(ids)
+    fim = httpx.post(f"{live.url}/v1/completions", json={"prompt": templated, "suffix": "", "max_tokens": 4}).json()
+    assert fim["usage"]["prompt_tokens"] > len(ids)  # as a prefix, the same text is plain code
+
+
+def test_ollama_generate_chat_and_metadata(live, cg):
+    import ollama
+    client = ollama.Client(host=live.url)
+    out = client.generate(model="tiny", prompt=PREFIX, suffix=SUFFIX, options={"num_predict": 24, "temperature": 0})
+    assert out.response == expected_fim(cg, 24)
+    parts = list(client.generate(model="tiny", prompt=PREFIX, suffix=SUFFIX, options={"num_predict": 24},
+                                 stream=True))
+    assert "".join(p.response for p in parts) == out.response and parts[-1].done
+    chat = client.chat(model="tiny", messages=[{"role": "user", "content": "hi"}], options={"num_predict": 8})
+    assert chat.message.content == cg.chat([{"role": "user", "content": "hi"}], max_tokens=8)
+    show = client.show("tiny")
+    assert ".Suffix" in show.template and "insert" in show.capabilities
+    assert [m.model for m in client.list().models] == ["tiny"]
+    assert httpx.get(f"{live.url}/api/version").json()["version"]
+
+
+def test_llama_cpp_infill_and_completion(live, cg):
+    body = {"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": 24, "temperature": 0}
+    r = httpx.post(f"{live.url}/infill", json=body).json()
+    assert r["content"] == expected_fim(cg, 24) and r["stop"] is True
+    lines = [json.loads(line[6:]) for line in httpx.post(f"{live.url}/infill", json={**body, "stream": True})
+             .text.splitlines() if line.startswith("data: ")]
+    assert "".join(x["content"] for x in lines) == r["content"] and lines[-1]["stop"]
+    extra = {**body, "input_extra": [{"filename": "util.py", "text": "def helper():\n    return 1\n"}]}
+    assert httpx.post(f"{live.url}/infill", json=extra).json()["tokens_evaluated"] > r["tokens_evaluated"]
+    fill = httpx.post(f"{live.url}/infill", json={**body, "n_predict": 0}).json()
+    assert fill["content"] == "" and fill["tokens_predicted"] == 0
+    c = httpx.post(f"{live.url}/completion", json={"prompt": "def f():", "n_predict": 8}).json()
+    assert c["content"] == cg.generate("def f():", max_tokens=8)
+    assert httpx.get(f"{live.url}/health").json() == {"status": "ok"}
+
+
+def test_prefix_cache_reuse_gives_the_same_answer(live, cg):
+    prefix = "import os\nimport sys\n\n" * 8 + "def main():\n    "
+    body = {"input_prefix": prefix, "input_suffix": "\n", "n_predict": 16}
+    first = httpx.post(f"{live.url}/infill", json=body).json()
+    edited = {**body, "input_prefix": prefix + "x"}
+    second = httpx.post(f"{live.url}/infill", json=edited).json()
+    assert second["tokens_cached"] > 0.8 * second["tokens_evaluated"]
+    fresh = cg.complete(prefix + "x", "\n", max_tokens=16, stop=suffix_stops("\n"))
+    assert second["content"] == fresh and first["tokens_cached"] < second["tokens_cached"]
+
+
+def test_context_longer_than_window_is_cut_near_the_cursor(live):
+    long_prefix = "x = 1\n" * 400  # far more than the 256-token window
+    r = httpx.post(f"{live.url}/infill", json={"input_prefix": long_prefix, "input_suffix": "y = 2\n" * 100,
+                                               "n_predict": 8}).json()
+    assert r["truncated"] is True and r["tokens_evaluated"] <= 256 - 8
+
+
+def test_disconnect_stops_generation_and_server_stays_healthy(live):
+    engine = live.engine
+    before = engine.stats.cancelled
+    with httpx.Client(timeout=30) as client:
+        with client.stream("POST", f"{live.url}/completion",
+                           json={"prompt": "def f():", "n_predict": 200, "stream": True}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    break  # got the first token; hang up
+    deadline = time.time() + 5
+    while (engine.busy or engine.stats.cancelled == before) and time.time() < deadline:
+        time.sleep(0.02)
+    assert engine.stats.cancelled == before + 1 and not engine.busy
+    assert httpx.get(f"{live.url}/health").status_code == 200
+
+
+def test_concurrent_clients(live, cg):
+    prompts = ["def a():", "class B:", "import re", "x = [", "for i in", "while True:"]
+
+    def ask(p):
+        return httpx.post(f"{live.url}/completion", json={"prompt": p, "n_predict": 10}, timeout=60).json()["content"]
+
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(ask, prompts))
+    assert got == [cg.generate(p, max_tokens=10) for p in prompts]
+
+
+def test_health_does_not_wait_and_full_queue_answers_503(cg):
+    server = LiveServer(create_app(cg, name="tiny", ctx=256, parallel=1))
+    try:
+        slow = threading.Thread(target=lambda: httpx.post(f"{server.url}/completion",
+                                                          json={"prompt": "a", "n_predict": 240}, timeout=60))
+        slow.start()
+        while not server.engine.busy:
+            time.sleep(0.01)
+        t = time.perf_counter()
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        assert time.perf_counter() - t < 0.5
+        busy = httpx.post(f"{server.url}/completion", json={"prompt": "b", "n_predict": 4})
+        assert busy.status_code == 503 and "busy" in busy.json()["error"]["message"]
+        slow.join()
+    finally:
+        server.stop()
+
+
+def test_api_key(cg):
+    from openai import AuthenticationError, OpenAI
+    server = LiveServer(create_app(cg, name="tiny", ctx=256, api_key="s3cret"))
+    try:
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        assert httpx.get(f"{server.url}/v1/models").status_code == 401
+        assert httpx.post(f"{server.url}/infill", json={}).status_code == 401
+        assert httpx.get(f"{server.url}/api/tags", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = OpenAI(base_url=f"{server.url}/v1", api_key="s3cret").completions.create(model="tiny", prompt="x",
+                                                                                       max_tokens=2)
+        assert ok.choices[0].text is not None
+        with pytest.raises(AuthenticationError):
+            OpenAI(base_url=f"{server.url}/v1", api_key="nope").models.list()
+    finally:
+        server.stop()
+
+
+BAD = [
+    ("POST", "/v1/completions", b"{not json", 400),
+    ("POST", "/v1/completions", b'{"prompt": "\xff\xfe"}', 400),
+    ("POST", "/v1/completions", b'{"prompt": 5}', 400),
+    ("POST", "/v1/completions", b'{"prompt": "x", "max_tokens": -1}', 400),
+    ("POST", "/v1/completions", b'{"prompt": "x", "max_tokens": 100000}', 400),
+    ("POST", "/v1/completions", b'{"prompt": "x", "temperature": "hot"}', 400),
+    ("POST", "/v1/completions", b'{"prompt": "x", "top_p": 7}', 400),
+    ("POST", "/v1/completions", b'{"model": "gpt-4", "prompt": "x"}', 404),
+    ("POST", "/v1/completions", b'[1, 2, 3]', 400),
+    ("POST", "/v1/chat/completions", b'{"messages": []}', 400),
+    ("POST", "/v1/chat/completions", b'{"messages": [{"role": "robot", "content": "x"}]}', 400),
+    ("POST", "/v1/chat/completions", b'{"messages": [{"role": "user", "content": "a"}, '
+                                     b'{"role": "user", "content": "b"}]}', 400),
+    ("POST", "/api/generate", b'{"prompt": "x", "options": {"num_predict": "many"}}', 400),
+    ("POST", "/api/generate", b'{"model": "nope", "prompt": "x"}', 404),
+    ("POST", "/api/show", b'{"model": "nope"}', 404),
+    ("POST", "/api/chat", b'{"messages": "hi"}', 400),
+    ("POST", "/infill", b'{"input_prefix": 3}', 400),
+    ("POST", "/infill", b'{"input_extra": [{"filename": 1}]}', 400),
+    ("POST", "/infill", b'{"n_predict": -5}', 400),
+    ("POST", "/completion", b'{"prompt": [1, 99999999]}', 400),
+    ("POST", "/completion", b'{"prompt": "x", "n_predict": 1000000}', 400),
+    ("GET", "/no/such/route", b"", 404),
+    ("DELETE", "/v1/models", b"", 405),
+]
+
+
+@pytest.mark.parametrize("method, path, body, status", BAD)
+def test_bad_input_gets_a_4xx_with_a_json_error(live, method, path, body, status):
+    r = httpx.request(method, f"{live.url}{path}", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert "error" in r.json()
+    assert httpx.get(f"{live.url}/health").status_code == 200
+
+
+def test_over_long_body_is_refused(cg):
+    server = LiveServer(create_app(cg, name="tiny", ctx=256, max_body=1000))
+    try:
+        r = httpx.post(f"{server.url}/infill", content=b'{"input_prefix": "' + b"x" * 5000 + b'"}')
+        assert r.status_code == 413 and "error" in r.json()
+    finally:
+        server.stop()
+
+
+def test_indent_stop():
+    s = IndentStop(4)
+    assert "".join(s.push(c) for c in "x = 1\n    y = 2\n\n    z\nreturn w\n") == "x = 1\n    y = 2\n\n    z\n"
+    assert s.stopped
+    assert IndentStop(0).push("a\nb") == "a\nb"
+
+
+def test_schema_fuzz_finds_no_server_errors(cg):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    app = create_app(cg, name="tiny", ctx=128, parallel=64)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    failures, statuses = [], []
+    for op in schema.get_all_operations():
+        operation = op.ok()
+
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=operation.as_strategy())
+        def check(case):
+            response = case.call()
+            statuses.append((case.path, response.status_code))
+            if response.status_code >= 500:
+                failures.append((case.method, case.path, case.body, response.status_code))
+
+        check()
+    app.app.state.server.engine.close()
+    assert not failures, failures[:3]
+    paths = {p for p, _ in statuses}
+    assert {"/v1/completions", "/v1/chat/completions", "/api/generate", "/infill", "/completion"} <= paths
+    assert any(200 <= c < 300 for _, c in statuses) and any(400 <= c < 500 for _, c in statuses)

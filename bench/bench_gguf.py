@@ -97,7 +97,8 @@ def main() -> None:
     base = dict(rows).get("llama.cpp")
     print(f"model {args.model}, prompt {args.prompt} tokens, decode {args.decode}, {args.threads} threads, "
           f"{platform.machine()}\n")
-    print("| engine | prefill tok/s | decode tok/s | peak RSS MiB | load s | prefill vs llama.cpp | decode vs llama.cpp |")
+    print("| engine | prefill tok/s | decode tok/s | peak RSS MiB | load s | prefill vs llama.cpp "
+          "| decode vs llama.cpp |")
     print("|---|---|---|---|---|---|---|")
     for name, r in rows:
         ratio = (f"{r['prefill'] / base['prefill']:.2f}x", f"{r['decode'] / base['decode']:.2f}x") if base else ("", "")

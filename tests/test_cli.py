@@ -79,3 +79,19 @@ def test_exit_codes_from_a_real_process(tiny_checkpoint):
     assert usage.returncode == 2
     unknown = run("frobnicate")
     assert unknown.returncode == 2
+
+
+def test_convert_both_ways(tiny_checkpoint, tmp_path, capsys):
+    gguf = tmp_path / "m.gguf"
+    assert main(["convert", str(tiny_checkpoint), str(gguf), "--type", "q8_0"]) == 0
+    assert main(["convert", str(gguf), str(tmp_path / "back")]) == 0
+    assert main(["info", str(tmp_path / "back")]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 2)[-1])["fim_native"] is True
+    assert main(["convert", str(tmp_path / "nothing"), str(tmp_path / "x.gguf")]) == 1
+    assert "expected a Hugging Face folder" in capsys.readouterr().err
+
+
+def test_serve_rejects_bad_flags(tiny_checkpoint, capsys):
+    assert main(["serve", "--model", str(tiny_checkpoint), "--port", "70000"]) == 1
+    assert "--port must be in 1..65535" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tiny_checkpoint), "--ctx", "2"]) == 1

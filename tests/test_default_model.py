@@ -119,3 +119,13 @@ def test_default_model_has_no_fim_and_completes_left_to_right(model):
     middle = model.complete(prefix, suffix, max_tokens=64)
     assert "\ndef sub(a, b):" not in middle
     assert middle.strip()
+
+
+def test_info_says_fim_is_not_native(capsys):
+    from codegemma.cli import main
+
+    assert main(["info"]) == 0
+    import json
+    info = json.loads(capsys.readouterr().out)
+    assert info["fim_native"] is False and info["config"]["model_type"] == "gemma3"
+    assert info["tokenizer"]["special_token_ids"]["<|fim_prefix|>"] is None

@@ -132,6 +132,13 @@ def test_gemma2_and_gemma3_match_transformers_and_llama_cpp(arch, tmp_path, tok_
     with torch.no_grad():
         expected = ref(torch.tensor([ids])).logits[0]
     assert (ours.logits(ids) - expected).abs().max().item() < 1e-4
+    model = ours.model  # the KV cache respects the window: decoding past it equals full recompute
+    with torch.no_grad():
+        model.setup_cache(1, len(ids))
+        steps = [model(torch.tensor([ids[:4]]), start=0, last=None)[0]]
+        steps += [model(torch.tensor([[t]]), start=i)[0] for i, t in enumerate(ids[4:], 4)]
+        model.clear_cache()
+    assert (torch.cat(steps) - expected).abs().max().item() < 1e-4
     gguf_path = hf_to_gguf(tmp_path / "hf", tmp_path / "m.gguf")
     again = load(gguf_path)
     assert (again.logits(ids) - expected).abs().max().item() < 1e-4

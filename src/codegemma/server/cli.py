@@ -37,8 +37,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cg = load(args.model, device=args.device, dtype=args.dtype, keep_quantized=args.keep_quantized)
     app = create_app(cg, name=args.name, ctx=args.ctx, parallel=args.parallel, api_key=args.api_key,
                      prefix_cache=not args.no_prefix_cache)
-    print(f"codegemma: serving {args.name or cg.name} on http://{args.host}:{args.port} "
-          f"(FIM {'native' if cg.fim_native else 'fallback: left to right'}; context {min(args.ctx, cg.config.max_position_embeddings)})",
+    fim = "native" if cg.fim_native else "fallback: left to right"
+    ctx = min(args.ctx, cg.config.max_position_embeddings)
+    print(f"codegemma: serving {args.name or cg.name} on http://{args.host}:{args.port} (FIM {fim}; context {ctx})",
           file=sys.stderr, flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -65,7 +65,8 @@ def fim_request(cg: CodeGemma, prefix: str, suffix: str, *, files: Sequence[Cont
     truncated |= (len(cut_pre), len(cut_suf)) != (len(pre), len(suf))
     ids = [tok.bos_id] + [t for b in blocks for t in b] + head
     if cg.fim_native:
-        ids += [tok.token_id(FIM_PREFIX), *cut_pre, tok.token_id(FIM_SUFFIX), *cut_suf, tok.token_id(FIM_MIDDLE), *start]
+        ids += [tok.token_id(FIM_PREFIX), *cut_pre, tok.token_id(FIM_SUFFIX), *cut_suf, tok.token_id(FIM_MIDDLE)]
+        ids += start
     else:
         ids += cut_pre + start
     return FimPrompt(ids, stop_ids, stops, truncated)

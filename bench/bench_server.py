@@ -1,0 +1,113 @@
+"""Editor-like latency and throughput of `codegemma serve` on the default model.
+
+Time to first token for a cold ~1500-token FIM request and for the next request after a one-character
+edit, with the prefix cache and without it (a second server started with --no-prefix-cache, the
+baseline); then completion throughput with 1, 4 and 8 concurrent clients.
+
+    python bench/bench_server.py [--model default] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import sysconfig
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(model: str, threads: int, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen([sys.executable, "-m", "codegemma.cli", "serve", "--model", model, "--port", str(port),
+                             "--parallel", "16", *extra], env=env, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def editor_request(edit: bool) -> dict:
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text(encoding="utf-8")
+    cursor = 5600  # about 1100 tokens of prefix and 400 of suffix (1500 in all)
+    prefix, suffix = text[:cursor], text[cursor:cursor + 1700]
+    if edit:
+        prefix = prefix[:-40] + "#" + prefix[-40:]  # one character typed a line above the cursor
+    return {"input_prefix": prefix, "input_suffix": suffix, "n_predict": 16, "stream": True}
+
+
+def ttft(url: str, body: dict) -> tuple[float, int]:
+    t = time.perf_counter()
+    first = None
+    evaluated = 0
+    with httpx.stream("POST", f"{url}/infill", json=body, timeout=120) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                first = first or time.perf_counter() - t
+                data = json.loads(line[6:])
+                evaluated = data.get("tokens_evaluated", evaluated)
+    return first or float("nan"), evaluated
+
+
+def throughput(url: str, clients: int, per_client: int = 3) -> float:
+    prompts = [f"def function_{i}(x):\n    " for i in range(clients * per_client)]
+
+    def one(p: str) -> int:
+        r = httpx.post(f"{url}/completion", json={"prompt": p, "n_predict": 32}, timeout=600).json()
+        return r["tokens_predicted"]
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        tokens = sum(pool.map(one, prompts))
+    return tokens / (time.perf_counter() - t)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default="default")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    rows = []
+    for label, extra in (("prefix cache", ()), ("no prefix cache (baseline)", ("--no-prefix-cache",))):
+        proc, url = start(args.model, args.threads, *extra)
+        try:
+            cold, n = ttft(url, editor_request(False))
+            edits = [ttft(url, editor_request(i % 2 == 0))[0] for i in range(4)]
+            rows.append((label, n, cold, statistics.median(edits)))
+            if not extra:
+                rates = {c: throughput(url, c) for c in (1, 4, 8)}
+        finally:
+            proc.terminate()
+            proc.wait()
+    print(f"model {args.model}, {args.threads} threads\n")
+    print("| server | prompt tokens | cold TTFT s | TTFT after a one-character edit s |")
+    print("|---|---|---|---|")
+    for label, n, cold, edit in rows:
+        print(f"| {label} | {n} | {cold:.2f} | {edit:.2f} |")
+    print("\n| concurrent clients | completion tokens/s (all clients) |")
+    print("|---|---|")
+    for c, rate in rates.items():
+        print(f"| {c} | {rate:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -202,10 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extend(sub) -> None:
     """Commands defined by other parts of the package register here."""
+    from .eval.cli import add_eval_command
     from .server.cli import add_serve_command
     from .weights.convert import add_convert_command
     add_convert_command(sub)
     add_serve_command(sub)
+    add_eval_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (CliError, ModelLoadError, CheckpointError, TokenizerError, PromptError, ConfigError,
-            FileNotFoundError) as exc:
+            FileNotFoundError, OSError) as exc:
         print(f"codegemma: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except ValueError as exc:

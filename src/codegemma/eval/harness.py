@@ -1,0 +1,217 @@
+"""Generate, score, summarise and report: the evaluation harness behind `codegemma eval`."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .data import Problem, load_problems
+from .sandbox import Limits, run_python
+
+RESULTS, SUMMARY, RUN = "results.jsonl", "summary.json", "run.json"
+# CodeGemma's published table (technical report, facts document section 7), pass@1 in percent.
+PUBLISHED = {
+    "columns": ["CodeGemma 2B", "2B 1.1", "7B", "7B-IT", "7B-IT 1.1"],
+    "humaneval": [31.1, 37.8, 44.5, 56.1, 60.4],
+    "mbpp": [43.6, 49.2, 56.2, 54.2, 55.2],
+    "humaneval-infill-single": [78.41, 79.28, 76.09, 68.25, 77.44],
+    "humaneval-infill-multi": [51.44, 50.99, 58.44, 20.05, 23.66],
+}
+ROW_NAMES = {"humaneval": "HumanEval", "mbpp": "MBPP", "humaneval-infill-single": "HumanEval single-line infilling",
+             "humaneval-infill-multi": "HumanEval multi-line infilling",
+             "humaneval-infill-random-span": "HumanEval random-span infilling",
+             "humaneval-infill-random-span-light": "HumanEval random-span infilling (light)"}
+
+
+class EvalError(ValueError):
+    """Bad samples, a results folder from another run, or similar user errors."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    samples_per_task: int = 1
+    temperature: float = 0.0
+    top_p: float = 0.95
+    max_tokens: int | None = None  # None: 512, or 128 for infilling
+    limit: int | None = None  # first K problems only
+    workers: int = 2
+    timeout: float = 10.0
+    seed: int = 0
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def score_one(problem: Problem, completion: str, timeout: float) -> dict:
+    outcome = run_python(problem.program(completion), Limits(timeout=timeout))
+    error = "" if outcome.passed else (outcome.stderr.strip()[-500:] or f"exit status {outcome.returncode}")
+    return {"status": outcome.status, "passed": outcome.passed, "error": error, "duration": round(outcome.duration, 4)}
+
+
+class ResultLog:
+    """results.jsonl, appended line by line (so an interrupted run keeps what it finished)."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / RESULTS
+        self.lock = threading.Lock()
+        self.rows = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()] \
+            if self.path.exists() else []
+        self.done = {(r["task_id"], r["sample"]) for r in self.rows}
+
+    def add(self, row: dict) -> None:
+        with self.lock:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            self.rows.append(row)
+            self.done.add((row["task_id"], row["sample"]))
+
+
+def _check_same_run(out: Path, identity: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RUN
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != identity:
+            raise EvalError(f"{out} holds a different run ({previous}); use another --out")
+    else:
+        path.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
+
+
+def _score_stream(problems: dict[str, Problem], samples: Iterable[tuple[str, int, str]], log: ResultLog,
+                  settings: RunSettings) -> None:
+    """Runs every (task_id, sample, completion) in parallel workers, logging each result as it lands."""
+    def job(item: tuple[str, int, str]) -> None:
+        task_id, sample, completion = item
+        log.add({"task_id": task_id, "sample": sample, "completion": completion,
+                 **score_one(problems[task_id], completion, settings.timeout)})
+
+    with ThreadPoolExecutor(max(1, settings.workers)) as pool:
+        for future in [pool.submit(job, item) for item in samples]:
+            future.result()
+
+
+def generate(cg, problem: Problem, sample: int, settings: RunSettings) -> str:
+    from ..api import Options
+
+    if problem.infill:
+        ids, stop_ids, stops = cg.fim_ids(problem.prompt, problem.suffix)
+        max_tokens = settings.max_tokens or 128
+    else:
+        ids, stop_ids, stops = cg.tokenizer.encode(problem.prompt), (), problem.stops
+        max_tokens = settings.max_tokens or 512
+    opts = Options(max_tokens=max_tokens, temperature=settings.temperature,
+                   top_p=settings.top_p if settings.temperature else 1.0, seed=settings.seed + sample,
+                   stop=tuple(stops), stop_ids=tuple(stop_ids))
+    return cg.run([ids], opts)[0].text
+
+
+def run(benchmark: str, cg, out: str | Path, settings: RunSettings = RunSettings(),
+        data_dir: str | Path | None = None) -> dict:
+    """Generates and scores; resumes an interrupted run in the same folder without redoing samples."""
+    out = Path(out)
+    problems = load_problems(benchmark, data_dir)[:settings.limit]
+    _check_same_run(out, {"benchmark": benchmark, "model": cg.name, "temperature": settings.temperature,
+                          "samples_per_task": settings.samples_per_task, "max_tokens": settings.max_tokens})
+    log = ResultLog(out)
+    by_id = {p.task_id: p for p in problems}
+
+    def todo() -> Iterator[tuple[str, int, str]]:
+        for p in problems:
+            for s in range(settings.samples_per_task):
+                if (p.task_id, s) not in log.done:
+                    yield p.task_id, s, generate(cg, p, s, settings)
+
+    _score_stream(by_id, todo(), log, settings)
+    return write_summary(out, benchmark, cg.name, problems, log.rows, settings)
+
+
+def read_samples(path: str | Path, problems: dict[str, Problem]) -> list[tuple[str, int, str]]:
+    """JSONL with task_id and completion per line; several lines per task are several samples."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalError(f"cannot read {path}: {exc}") from exc
+    counts: Counter[str] = Counter()
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            task_id, completion = row["task_id"], row["completion"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EvalError(f"{path}:{n}: expected a JSON object with task_id and completion ({exc})") from exc
+        if not isinstance(task_id, str) or not isinstance(completion, str):
+            raise EvalError(f"{path}:{n}: task_id and completion must be strings")
+        if task_id not in problems:
+            raise EvalError(f"{path}:{n}: unknown task_id {task_id!r} for this benchmark")
+        out.append((task_id, counts[task_id], completion))
+        counts[task_id] += 1
+    if not out:
+        raise EvalError(f"{path}: no samples")
+    return out
+
+
+def score(benchmark: str, samples: str | Path, out: str | Path, settings: RunSettings = RunSettings(),
+          data_dir: str | Path | None = None, model: str = "samples") -> dict:
+    out = Path(out)
+    problems = load_problems(benchmark, data_dir)
+    by_id = {p.task_id: p for p in problems}
+    items = read_samples(samples, by_id)
+    _check_same_run(out, {"benchmark": benchmark, "samples": str(Path(samples).resolve())})
+    log = ResultLog(out)
+    _score_stream(by_id, [i for i in items if (i[0], i[1]) not in log.done], log, settings)
+    scored = [p for p in problems if any(r["task_id"] == p.task_id for r in log.rows)]
+    return write_summary(out, benchmark, model, scored, log.rows, settings)
+
+
+def write_summary(out: Path, benchmark: str, model: str, problems: list[Problem], rows: list[dict],
+                  settings: RunSettings) -> dict:
+    per_task: dict[str, list[bool]] = {p.task_id: [] for p in problems}
+    for r in rows:
+        if r["task_id"] in per_task:
+            per_task[r["task_id"]].append(r["passed"])
+    n_min = min((len(v) for v in per_task.values()), default=0)
+    summary = {"benchmark": benchmark, "model": model, "problems": len(per_task),
+               "samples": sum(len(v) for v in per_task.values()),
+               "counts": dict(Counter(r["status"] for r in rows if r["task_id"] in per_task)),
+               "settings": asdict(settings)}
+    for k in (1, 10, 100):
+        if n_min >= k:
+            summary[f"pass@{k}"] = sum(pass_at_k(len(v), sum(v), k) for v in per_task.values()) / max(1, len(per_task))
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def report(dirs: Iterable[str | Path]) -> str:
+    """A markdown table laid out like the published one: benchmarks as rows, models as columns."""
+    summaries = []
+    for d in dirs:
+        path = Path(d) / SUMMARY
+        if not path.is_file():
+            raise EvalError(f"{d}: no {SUMMARY} (run `codegemma eval run` or `eval score` first)")
+        summaries.append(json.loads(path.read_text(encoding="utf-8")))
+    models = list(dict.fromkeys(s["model"] for s in summaries))
+    benches = [b for b in ROW_NAMES if any(s["benchmark"] == b for s in summaries)]
+    header = ["benchmark", *models, *PUBLISHED["columns"]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for b in benches:
+        cells = []
+        for m in models:
+            hit = [s for s in summaries if s["benchmark"] == b and s["model"] == m]
+            cells.append(f"{100 * hit[-1]['pass@1']:.2f} ({hit[-1]['problems']})" if hit and "pass@1" in hit[-1]
+                         else "")
+        published = [f"{v:.2f}" for v in PUBLISHED.get(b, [])] or [""] * len(PUBLISHED["columns"])
+        lines.append("| " + " | ".join([ROW_NAMES[b], *cells, *published]) + " |")
+    return "\n".join(lines) + "\n\npass@1 in percent; (n) = problems scored. Published: CodeGemma technical report.\n"

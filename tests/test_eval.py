@@ -10,12 +10,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import SHARED_DATA
 
 from codegemma.cli import main
 from codegemma.eval.data import KNOWN_BROKEN, DataError, data_file, load_problems
-from codegemma.eval.harness import EvalError, RunSettings, pass_at_k, read_samples, report, run, score, score_one
+from codegemma.eval.harness import EvalError, RunSettings, pass_at_k, read_samples, report, run, score_one
 from codegemma.eval.sandbox import Limits, isolated, run_python
+from conftest import SHARED_DATA
 
 
 def verdicts(problems, completions, workers=2):

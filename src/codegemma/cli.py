@@ -202,12 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extend(sub) -> None:
     """Commands defined by other parts of the package register here."""
+    from .data.cli import add_data_command
     from .eval.cli import add_eval_command
     from .server.cli import add_serve_command
     from .weights.convert import add_convert_command
     add_convert_command(sub)
     add_serve_command(sub)
     add_eval_command(sub)
+    add_data_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

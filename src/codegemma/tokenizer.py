@@ -218,3 +218,17 @@ def from_sentencepiece(path: str | Path) -> Tokenizer:
 
 def _valid(i: int) -> int | None:
     return i if i >= 0 else None
+
+
+def load_any_tokenizer(spec: str | Path) -> Tokenizer:
+    """A tokenizer alone from a Hugging Face folder, a .gguf file or "default", without loading weights."""
+    if str(spec) == "default":
+        from .default_model import default_model_path
+        spec = default_model_path()
+    path = Path(spec)
+    if path.is_dir():
+        return load_tokenizer(path)
+    if path.suffix == ".gguf" and path.is_file():
+        from .weights.gguf import metadata, open_gguf, tokenizer_from_metadata
+        return tokenizer_from_metadata(metadata(open_gguf(path)), str(path))
+    raise TokenizerError(f"{spec}: expected a model folder, a .gguf file or 'default'")

@@ -1,0 +1,1 @@
+"""FIM training data: ingest, filter, pack repositories, FIM-transform and write token shards."""

@@ -1,0 +1,46 @@
+"""`codegemma data build`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_data_command(sub) -> None:
+    p = sub.add_parser("data", help="build FIM training data from source repositories")
+    data = p.add_subparsers(dest="data_command", required=True)
+    b = data.add_parser("build", help="repositories -> packed, FIM-transformed token shards")
+    b.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="a folder of repositories, a repository folder, or JSONL/Parquet rows (repo, path, content)")
+    b.add_argument("--out", required=True)
+    b.add_argument("--tokenizer", required=True, help="model folder, .gguf file or 'default' (needs FIM tokens "
+                                                      "unless --fim-rate 0)")
+    b.add_argument("--seq-len", type=int, default=8192)
+    b.add_argument("--fim-rate", type=float, default=0.8)
+    b.add_argument("--spm-rate", type=float, default=0.5)
+    b.add_argument("--spm-layout", default="spm", choices=["spm", "spm-bavarian"])
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--workers", type=int, default=1)
+    b.add_argument("--repos-per-shard", type=int, default=16)
+    b.add_argument("--keep-text", action="store_true", help="also write text/*.jsonl, one line per document")
+    b.add_argument("--no-decontaminate", action="store_true")
+    b.add_argument("--data-dir", default=None, help="benchmark files for decontamination (see `eval`)")
+    b.set_defaults(func=cmd_build)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from ..cli import CliError
+    from .fim import FimSettings
+    from .pipeline import BuildSettings, build
+
+    if not (0 <= args.fim_rate <= 1 and 0 <= args.spm_rate <= 1):
+        raise CliError("--fim-rate and --spm-rate must be in [0, 1]")
+    if args.seq_len < 16 or args.workers < 1 or args.repos_per_shard < 1:
+        raise CliError("--seq-len must be >= 16, --workers and --repos-per-shard >= 1")
+    settings = BuildSettings(seq_len=args.seq_len, seed=args.seed, workers=args.workers, keep_text=args.keep_text,
+                             repos_per_shard=args.repos_per_shard, decontaminate=not args.no_decontaminate,
+                             data_dir=args.data_dir,
+                             fim=FimSettings(fim_rate=args.fim_rate, spm_rate=args.spm_rate,
+                                             spm_layout=args.spm_layout))
+    print(json.dumps(build(args.inputs, args.out, args.tokenizer, settings), indent=2))
+    return 0

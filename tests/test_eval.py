@@ -140,7 +140,8 @@ def test_no_network_and_the_parent_survives():
     port = server.getsockname()[1]
     connected = []
     threading.Thread(target=lambda: connected.append(_accept(server)), daemon=True).start()
-    program = (f"import os, signal, socket\ntry:\n    os.kill({os.getpid()}, signal.SIGKILL)\nexcept OSError:\n    pass\n"
+    program = (f"import os, signal, socket\ntry:\n    os.kill({os.getpid()}, signal.SIGKILL)\n"
+               "except OSError:\n    pass\n"
                f"socket.create_connection(('127.0.0.1', {port}), timeout=2)\n")
     outcome = run_python(program)
     assert outcome.status == "error" and ("unreachable" in outcome.stderr or "refused" in outcome.stderr)

@@ -104,7 +104,8 @@ def read_inputs(inputs: list[str | Path]) -> list[Repo]:
         elif item.is_file() and item.name.endswith((".jsonl", ".jsonl.gz", ".json", ".parquet")):
             for row in _rows(item):
                 content = row["content"]
-                repos[row["repo"]][row["path"]] = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+                data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+                repos[row["repo"]][row["path"]] = data
         else:
             raise DataInputError(f"{item}: not a folder, .jsonl(.gz) or .parquet file")
     return sorted((name, dict(sorted(files.items()))) for name, files in repos.items())

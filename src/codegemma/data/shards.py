@@ -37,7 +37,8 @@ def finished_shards(folder: Path) -> dict[str, dict]:
 def write_index(folder: Path, vocab_size: int, seq_len: int) -> dict:
     shards = finished_shards(folder)
     index = {"dtype": "uint32", "vocab_size": vocab_size, "seq_len": seq_len,
-             "shards": [{"name": n, "tokens": s["tokens"], "documents": len(s["offsets"]) - 1} for n, s in shards.items()]}
+             "shards": [{"name": n, "tokens": s["tokens"], "documents": len(s["offsets"]) - 1}
+                        for n, s in shards.items()]}
     (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return index
 

@@ -138,6 +138,7 @@ def mbpp(path: Path) -> list[Problem]:
     out = []
     for i in MBPP_TEST_IDS:
         r = rows[i]
-        out.append(Problem(f"MBPP/{i}", shots + _mbpp_block(r, None), r["testing_code"].replace("\r\n", "\n"),
-                           r.get("entry_fn_name", ""), None, r["solution"].replace("\r\n", "\n"), MBPP_STOPS, "asserts"))
+        tests, solution = r["testing_code"].replace("\r\n", "\n"), r["solution"].replace("\r\n", "\n")
+        out.append(Problem(f"MBPP/{i}", shots + _mbpp_block(r, None), tests, r.get("entry_fn_name", ""), None,
+                           solution, MBPP_STOPS, "asserts"))
     return out

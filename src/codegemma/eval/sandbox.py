@@ -28,8 +28,8 @@ import os, sys
 fd = int(sys.argv[1])
 source = open("program.py", encoding="utf-8").read()
 exec(compile(source, "program.py", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
-os.write(fd, %r)
-""" % MARKER
+os.write(fd, MARKER)
+""".replace("MARKER", repr(MARKER))
 PRIVATE_MOUNTS = "mount -t tmpfs -o size=64m,mode=1777 tmpfs /tmp && " \
                  "mount -t tmpfs -o size=16m,mode=1777 tmpfs /var/tmp && " \
                  "mount -t tmpfs -o size=16m,mode=1777 tmpfs /dev/shm && exec \"$@\""

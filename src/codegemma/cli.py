@@ -205,11 +205,13 @@ def _extend(sub) -> None:
     from .data.cli import add_data_command
     from .eval.cli import add_eval_command
     from .server.cli import add_serve_command
+    from .train.cli import add_train_command
     from .weights.convert import add_convert_command
     add_convert_command(sub)
     add_serve_command(sub)
     add_eval_command(sub)
     add_data_command(sub)
+    add_train_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,11 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .api import ModelLoadError
     from .prompts import PromptError
     from .tokenizer import TokenizerError
+    from .train.trainer import TrainError
     from .weights import CheckpointError
     try:
         return args.func(args)
     except (CliError, ModelLoadError, CheckpointError, TokenizerError, PromptError, ConfigError,
-            FileNotFoundError, OSError) as exc:
+            FileNotFoundError, OSError, TrainError) as exc:
         print(f"codegemma: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except ValueError as exc:

@@ -1,0 +1,1 @@
+"""Training: continued pretraining on FIM shards, SFT on chat data, LoRA; torchrun + FSDP2 to scale out."""

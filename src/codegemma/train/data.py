@@ -1,0 +1,140 @@
+"""Training batches: packed pretraining sequences from token shards, and chat data for SFT."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..prompts import PromptError, chat_prompt, encode_prompt
+from ..tokenizer import END_OF_TURN, START_OF_TURN, Tokenizer
+
+
+class TrainDataError(ValueError):
+    """Training data that cannot be used: empty, out-of-vocabulary ids, malformed rows."""
+
+
+@dataclass
+class Example:
+    tokens: np.ndarray  # (seq_len + 1,) int64
+    mask: np.ndarray  # (seq_len,) float32: 1 where the next-token target counts
+
+
+class PretrainData:
+    """Fixed-length sequences (seq_len + 1 tokens, shifted for targets) from the data pipeline's shards.
+
+    Every `val_every`-th sequence is held out for validation. Order is a seeded permutation per epoch,
+    so (seed, position) fully determines what comes next.
+    """
+
+    def __init__(self, folder: str | Path, seq_len: int, vocab_size: int, seed: int, val_every: int = 50) -> None:
+        from ..data.shards import ShardError, TokenShards
+        try:
+            shards = TokenShards(folder)
+        except ShardError as exc:
+            raise TrainDataError(str(exc)) from exc
+        stream = np.concatenate([np.asarray(a) for a in shards.arrays]) if shards.arrays else np.zeros(0, np.uint32)
+        n = (stream.size - 1) // seq_len
+        if n < 2:
+            raise TrainDataError(f"{folder}: {stream.size} tokens are not enough for two sequences of {seq_len}")
+        if int(stream.max()) >= vocab_size:
+            raise TrainDataError(f"{folder}: token id {int(stream.max())} is beyond the model's vocabulary "
+                                 f"({vocab_size})")
+        self.stream, self.seq_len, self.seed = stream.astype(np.int64), seq_len, seed
+        ids = np.arange(n)
+        held = ids % val_every == val_every - 1 if n >= val_every else ids == n - 1
+        self.train_ids, self.val_ids = ids[~held], ids[held]
+
+    def example(self, i: int) -> Example:
+        start = i * self.seq_len
+        return Example(self.stream[start:start + self.seq_len + 1], np.ones(self.seq_len, np.float32))
+
+    def train_example(self, position: int) -> Example:
+        epoch, k = divmod(position, len(self.train_ids))
+        order = np.random.default_rng(self.seed + epoch).permutation(self.train_ids)
+        return self.example(int(order[k]))
+
+    def val_examples(self, limit: int) -> Iterator[Example]:
+        for i in self.val_ids[:limit]:
+            yield self.example(int(i))
+
+
+def sft_example(tokenizer: Tokenizer, messages: list[dict], seq_len: int) -> Example:
+    """Gemma turn format; the loss counts only the model turns' tokens (their text and <end_of_turn>)."""
+    ids = [tokenizer.bos_id]
+    labels = [False]
+    start, end = tokenizer.token_id(START_OF_TURN), tokenizer.token_id(END_OF_TURN)
+    if start is None or end is None:
+        raise TrainDataError("the tokenizer has no <start_of_turn>/<end_of_turn>; SFT needs Gemma's turn tokens")
+    for m in messages:
+        role = {"assistant": "model"}.get(m["role"], m["role"])
+        head = [start] + tokenizer.encode(f"{role}\n", bos=False)
+        body = tokenizer.encode(m["content"].strip(), bos=False) + [end]
+        tail = tokenizer.encode("\n", bos=False)
+        ids += head + body + tail
+        labels += [False] * len(head) + [role == "model"] * len(body) + [False] * len(tail)
+    ids, labels = ids[:seq_len + 1], labels[:seq_len + 1]
+    pad = seq_len + 1 - len(ids)
+    tokens = np.array(ids + [tokenizer.pad_id] * pad, dtype=np.int64)
+    mask = np.array(labels[1:] + [False] * pad, dtype=np.float32)  # target t+1 counts if it is a model token
+    return Example(tokens, mask)
+
+
+class SftData:
+    """JSONL of {"messages": [{"role", "content"}, ...]} with user/model turns (a system turn is folded in)."""
+
+    def __init__(self, path: str | Path, tokenizer: Tokenizer, seq_len: int, seed: int, val_every: int = 20) -> None:
+        path = Path(path)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TrainDataError(f"cannot read {path}: {exc}") from exc
+        examples = []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                messages = json.loads(line)["messages"]
+                encode_prompt(tokenizer, chat_prompt(messages + ([] if messages[-1]["role"] == "user" else
+                                                                 [{"role": "user", "content": "."}])))
+                examples.append(sft_example(tokenizer, _fold_system(messages), seq_len))
+            except (ValueError, KeyError, TypeError, IndexError, PromptError) as exc:
+                raise TrainDataError(f"{path}:{n}: expected {{\"messages\": [...]}} with alternating user/model "
+                                     f"turns ({exc})") from exc
+        if len(examples) < 2:
+            raise TrainDataError(f"{path}: needs at least two conversations")
+        if not any(e.mask.any() for e in examples):
+            raise TrainDataError(f"{path}: no model turns to learn from")
+        self.examples, self.seed = examples, seed
+        ids = np.arange(len(examples))
+        held = ids % val_every == val_every - 1 if len(ids) >= val_every else ids == len(ids) - 1
+        self.train_ids, self.val_ids = ids[~held], ids[held]
+
+    def train_example(self, position: int) -> Example:
+        epoch, k = divmod(position, len(self.train_ids))
+        return self.examples[int(np.random.default_rng(self.seed + epoch).permutation(self.train_ids)[k])]
+
+    def val_examples(self, limit: int) -> Iterator[Example]:
+        for i in self.val_ids[:limit]:
+            yield self.examples[int(i)]
+
+
+def _fold_system(messages: list[dict]) -> list[dict]:
+    if messages and messages[0]["role"] == "system":
+        rest = [dict(m) for m in messages[1:]]
+        rest[0]["content"] = messages[0]["content"].strip() + "\n\n" + rest[0]["content"]
+        return rest
+    return messages
+
+
+def collate(examples: list[Example], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    tokens = torch.from_numpy(np.stack([e.tokens for e in examples])).to(device)
+    mask = torch.from_numpy(np.stack([e.mask for e in examples])).to(device)
+    return tokens[:, :-1], tokens[:, 1:], mask
+
+
+__all__ = ["PretrainData", "SftData", "TrainDataError", "collate", "sft_example"]

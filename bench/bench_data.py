@@ -9,28 +9,9 @@ Baseline in the same run: plain tokenization of the same files (no filtering, pa
 from __future__ import annotations
 
 import argparse
-import shutil
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
-
-PACKAGES = ["fastapi", "starlette", "httpx", "pydantic", "click", "jinja2", "uvicorn", "anyio", "safetensors",
-            "tokenizers", "gguf", "openai", "ollama", "hypothesis", "schemathesis"]
-
-
-def make_corpus(root: Path) -> int:
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    shutil.copytree(stdlib, root / "cpython-stdlib",
-                    ignore=shutil.ignore_patterns("site-packages", "test", "tests", "idlelib", "__pycache__",
-                                                  "*.pyc", "lib-dynload", "config-*"))
-    site = Path(sysconfig.get_paths()["purelib"])
-    n = 0
-    for name in PACKAGES:
-        if (site / name).is_dir() and n < 12:
-            shutil.copytree(site / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
-            n += 1
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
 def main() -> None:
@@ -39,12 +20,12 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
     from codegemma.data.pipeline import BuildSettings, build
-    from codegemma.testing import train_sentencepiece
+    from codegemma.testing import machine_corpus, train_sentencepiece
     from codegemma.tokenizer import load_any_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        size = make_corpus(tmp / "corpus")
+        size = machine_corpus(tmp / "corpus")
         tok_spec = args.tokenizer or str(train_sentencepiece(tmp / "tok").parent)
         tok = load_any_tokenizer(tok_spec)
         files = [f for f in (tmp / "corpus").rglob("*.py") if f.is_file()]

@@ -219,6 +219,13 @@ PRESETS: dict[str, GemmaConfig] = {
                             num_attention_heads=4, num_key_value_heads=2, head_dim=24, max_position_embeddings=512),
     "tiny-mha": GemmaConfig(vocab_size=512, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
                             num_attention_heads=4, num_key_value_heads=4, head_dim=12, max_position_embeddings=512),
+    # Small CodeGemma-architecture models to train from scratch with one's own tokenizer (own vocabularies).
+    "codegemma-100m": GemmaConfig(vocab_size=32768, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                  num_attention_heads=12, num_key_value_heads=1, head_dim=64,
+                                  max_position_embeddings=2048),
+    "codegemma-e2e": GemmaConfig(vocab_size=1024, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                                 num_attention_heads=4, num_key_value_heads=1, head_dim=64,
+                                 max_position_embeddings=1024),
 }
 
 

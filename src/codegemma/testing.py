@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import sysconfig
 from pathlib import Path
 
@@ -38,3 +39,22 @@ def train_sentencepiece(folder: Path, vocab_size: int = 1024) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tokenizer.model").write_bytes(buf.getvalue())
     return folder / "tokenizer.model"
+
+
+PACKAGES = ["fastapi", "starlette", "httpx", "pydantic", "click", "jinja2", "uvicorn", "anyio", "safetensors",
+            "tokenizers", "gguf", "openai", "ollama", "hypothesis", "schemathesis"]
+
+
+def machine_corpus(root: Path) -> int:
+    """Copies a real corpus: the standard library as one repository, a dozen installed packages as others."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    shutil.copytree(stdlib, root / "cpython-stdlib",
+                    ignore=shutil.ignore_patterns("site-packages", "test", "tests", "idlelib", "__pycache__",
+                                                  "*.pyc", "lib-dynload", "config-*"))
+    site = Path(sysconfig.get_paths()["purelib"])
+    n = 0
+    for name in PACKAGES:
+        if (site / name).is_dir() and n < 12:
+            shutil.copytree(site / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
+            n += 1
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())

@@ -19,6 +19,7 @@ FLAGS = {  # flag -> (type, help); every one is also a key of the TOML/YAML sett
     "save_every": (int, "checkpoint every N steps"), "keep_checkpoints": (int, None),
     "device": (str, "auto, cpu or cuda"), "dtype": (str, "parameter dtype (default float32)"),
     "lora_rank": (int, None), "lora_alpha": (float, None),
+    "time_limit_minutes": (float, "stop after this long (checkpoint and export included)"),
 }
 
 

@@ -56,6 +56,7 @@ class TrainConfig:
     autocast: bool = True  # bf16 autocast on CUDA
     activation_checkpointing: bool = False
     compile: bool = False
+    time_limit_minutes: float = 0.0  # stop (with a checkpoint and the export) after this long; 0 = none
     lora_rank: int = 8
     lora_alpha: float = 16.0
 
@@ -295,10 +296,13 @@ def train(cfg: TrainConfig) -> dict:
         if run.rank == 0:
             _log(run.out, row)
             _progress(run, loss_value, tok_s, started)
-        if run.step % cfg.save_every == 0 or run.step == cfg.steps:
+        out_of_time = cfg.time_limit_minutes and time.perf_counter() - started > 60 * cfg.time_limit_minutes
+        if out_of_time or run.step % cfg.save_every == 0 or run.step == cfg.steps:
             if not run.parameters_finite():  # never write a checkpoint that cannot be resumed from
                 raise TrainError(f"the parameters became non-finite at step {run.step}{_good(last_good)}")
             last_good = run.save()
+        if out_of_time:
+            break
     if run.rank == 0:
         sys.stderr.write("\n")
     final = export(run)

@@ -246,3 +246,21 @@ def test_cli_build(corpus, tmp_path, sp_folder, capsys):
     assert code == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["input"]["repositories"] == 1 and os.path.exists(tmp_path / "cli" / "index.json")
+
+
+@pytest.mark.parametrize("lang, source, expected", [
+    ("python", "import os\nfrom pkg import util, core as c\nfrom .sib import x\n", ["os", "pkg/util", "pkg/core", "sib"]),
+    ("java", "package a;\nimport com.acme.Util;\nimport static org.x.Y.z;\n", ["com/acme/Util", "org/x/Y/z"]),
+    ("kotlin", "package a\nimport com.acme.Util\n", ["com/acme/Util"]),
+    ("csharp", "using System.Text;\nusing Acme.Core;\n", ["System/Text", "Acme/Core"]),
+    ("go", "package m\nimport (\n\t\"fmt\"\n\t\"example.com/m/util\"\n)\n", ["fmt", "example.com/m/util"]),
+    ("javascript", "import a from './lib/a.js';\nconst b = require('../b');\n", ["lib/a.js", "b"]),
+    ("typescript", "import { f } from './lib/format';\n", ["lib/format"]),
+    ("c", "#include \"util/str.h\"\n#include <stdio.h>\n", ["util/str.h"]),
+    ("cpp", "#include \"core/engine.hpp\"\n#include <vector>\n", ["core/engine.hpp"]),
+    ("rust", "use crate::util::helper;\nmod parser;\n", ["util/helper", "parser"]),
+])
+def test_imports_in_every_language(lang, source, expected):
+    from codegemma.data.languages import imports
+    got = imports(lang, source)
+    assert all(e in got for e in expected), got

@@ -194,3 +194,10 @@ def test_settings_file(tmp_path):
     (tmp_path / "s.yaml").write_text("steps: 3\nbogus: 1\n")
     with pytest.raises(TrainError, match="unknown settings: bogus"):
         config_from(tmp_path / "s.yaml", {})
+
+
+def test_activation_checkpointing_gives_the_same_losses(tmp_path):
+    data = learnable_shards(tmp_path / "data")
+    train(tiny_config(tmp_path / "plain", data, steps=3, eval_every=3, save_every=3))
+    train(tiny_config(tmp_path / "ckpt", data, steps=3, eval_every=3, save_every=3, activation_checkpointing=True))
+    assert losses(tmp_path / "ckpt") == pytest.approx(losses(tmp_path / "plain"), abs=1e-5)

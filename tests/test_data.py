@@ -249,7 +249,8 @@ def test_cli_build(corpus, tmp_path, sp_folder, capsys):
 
 
 @pytest.mark.parametrize("lang, source, expected", [
-    ("python", "import os\nfrom pkg import util, core as c\nfrom .sib import x\n", ["os", "pkg/util", "pkg/core", "sib"]),
+    ("python", "import os\nfrom pkg import util, core as c\nfrom .sib import x\n",
+     ["os", "pkg/util", "pkg/core", "sib"]),
     ("java", "package a;\nimport com.acme.Util;\nimport static org.x.Y.z;\n", ["com/acme/Util", "org/x/Y/z"]),
     ("kotlin", "package a\nimport com.acme.Util\n", ["com/acme/Util"]),
     ("csharp", "using System.Text;\nusing Acme.Core;\n", ["System/Text", "Acme/Core"]),

@@ -248,7 +248,10 @@ def _log(out: Path, row: dict) -> None:
 
 def _progress(run: Run, loss: float, tok_s: float, started: float) -> None:
     done = run.step / run.cfg.steps
-    eta = (time.perf_counter() - started) / max(1e-9, done) * (1 - done) if done else 0
+    elapsed = time.perf_counter() - started
+    eta = elapsed / max(1e-9, done) * (1 - done) if done else 0
+    if run.cfg.time_limit_minutes:
+        eta = min(eta, max(0.0, 60 * run.cfg.time_limit_minutes - elapsed))
     bar = "#" * int(done * 20)
     line = (f"\r[{bar:<20}] step {run.step}/{run.cfg.steps} loss {loss:.4f} lr {run.scheduler.get_last_lr()[0]:.2e} "
             f"{tok_s:,.0f} tok/s ETA {int(eta // 60)}:{int(eta % 60):02d}")

@@ -105,7 +105,7 @@ def test_quantized_model_tracks_llama_cpp(quantized):
     assert np.abs(got - expected).mean() < 0.05 * np.abs(expected).mean()
 
 
-@pytest.mark.parametrize("arch", ["gemma2", "gemma3"])
+@pytest.mark.parametrize("arch", ["gemma2", "gemma3", "gemma3-scaled"])
 def test_gemma2_and_gemma3_match_transformers_and_llama_cpp(arch, tmp_path, tok_folder):
     import json
 
@@ -117,8 +117,9 @@ def test_gemma2_and_gemma3_match_transformers_and_llama_cpp(arch, tmp_path, tok_
     if arch == "gemma2":
         cfg = transformers.Gemma2Config(num_hidden_layers=4, **common)
         ref = transformers.Gemma2ForCausalLM(cfg)
-    else:
-        cfg = transformers.Gemma3TextConfig(num_hidden_layers=6, rope_theta=1_000_000.0, **common)
+    else:  # the 4B-and-up Gemma 3 models scale global-layer positions linearly (factor 8)
+        scaling = {"rope_scaling": {"rope_type": "linear", "factor": 8.0}} if arch == "gemma3-scaled" else {}
+        cfg = transformers.Gemma3TextConfig(num_hidden_layers=6, rope_theta=1_000_000.0, **common, **scaling)
         ref = transformers.Gemma3ForCausalLM(cfg)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -141,6 +142,8 @@ def test_gemma2_and_gemma3_match_transformers_and_llama_cpp(arch, tmp_path, tok_
     assert (torch.cat(steps) - expected).abs().max().item() < 1e-4
     gguf_path = hf_to_gguf(tmp_path / "hf", tmp_path / "m.gguf")
     again = load(gguf_path)
+    if arch == "gemma3-scaled":
+        assert ours.config.rope_scaling_factor == again.config.rope_scaling_factor == 8.0
     assert (again.logits(ids) - expected).abs().max().item() < 1e-4
     got = llama_logits(gguf_path, ids)
     assert np.abs(got - expected.numpy()).max() < 2e-2 * np.abs(expected.numpy()).max()

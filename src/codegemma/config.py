@@ -34,6 +34,7 @@ class GemmaConfig:
     rms_norm_eps: float = 1e-6  # RMSNorm epsilon
     rope_theta: float = 10000.0  # RoPE base of global (full-attention) layers
     rope_local_base_freq: float | None = None  # RoPE base of sliding layers (Gemma 3); None = rope_theta
+    rope_scaling_factor: float = 1.0  # linear RoPE scaling of global layers (Gemma 3 4B and up: 8)
     hidden_activation: str = "gelu_pytorch_tanh"  # recorded only: Gemma always uses tanh-GELU
     tie_word_embeddings: bool = True  # output head is the embedding matrix
     bos_token_id: int = 2
@@ -95,6 +96,10 @@ class GemmaConfig:
             return self.rope_local_base_freq
         return self.rope_theta
 
+    def rope_scale(self, layer: int) -> float:
+        """Positions are divided by this (linear scaling applies to global layers only)."""
+        return 1.0 if self.is_sliding(layer) else self.rope_scaling_factor
+
     def replace(self, **changes: Any) -> GemmaConfig:
         return dataclasses.replace(self, **changes)
 
@@ -145,9 +150,14 @@ class GemmaConfig:
             out["query_pre_attn_scalar"] = int(self.query_pre_attn_scalar)  # transformers insists on an int
         if self.layer_types is not None:
             out["layer_types"] = list(self.layer_types)
+        full = {"rope_type": "default", "rope_theta": self.rope_theta}
+        if self.rope_scaling_factor != 1.0:
+            full = {"rope_type": "linear", "rope_theta": self.rope_theta, "factor": self.rope_scaling_factor}
+            out["rope_scaling"] = {"rope_type": "linear", "factor": self.rope_scaling_factor}
+        out.pop("rope_scaling_factor", None)
         if self.model_type == "gemma3":
             out["rope_parameters"] = {
-                FULL: {"rope_type": "default", "rope_theta": self.rope_theta},
+                FULL: full,
                 SLIDING: {"rope_type": "default", "rope_theta": self.rope_local_base_freq or self.rope_theta},
             }
         return out
@@ -171,8 +181,11 @@ def _rope_from_hf(raw: dict[str, Any], model_type: str) -> dict[str, float]:
         out.setdefault("rope_theta", 1_000_000.0)
         out.setdefault("rope_local_base_freq", 10_000.0)
     scaling = raw.get("rope_scaling") or (params.get(FULL, params) if isinstance(params, dict) else {})
-    if isinstance(scaling, dict) and scaling.get("rope_type", "default") not in ("default", None):
-        raise ConfigError(f"RoPE scaling {scaling.get('rope_type')!r} is not supported")
+    kind = scaling.get("rope_type", scaling.get("type", "default")) if isinstance(scaling, dict) else "default"
+    if kind == "linear":
+        out["rope_scaling_factor"] = float(scaling["factor"])
+    elif kind not in ("default", None):
+        raise ConfigError(f"RoPE scaling {kind!r} is not supported (only linear)")
     return out
 
 

@@ -219,12 +219,13 @@ class GemmaForCausalLM(nn.Module):
         x = self.model.embed_tokens(input_ids)  # (B, T, D)
         x = x * torch.tensor(c.embed_scale, dtype=x.dtype)  # sqrt(hidden) cast to the activation dtype first
         masks = _attention_masks(c, B, T, start, key_valid, x.device)
-        tables: dict[float, tuple[torch.Tensor, ...]] = {}
+        tables: dict[tuple[float, float], tuple[torch.Tensor, ...]] = {}
         for i, block in enumerate(self.model.layers):
-            base = c.rope_base(i)
-            if base not in tables:
-                tables[base] = rope_cos_sin(positions, c.head_dim, base, x.dtype)
-            x = block(x, *tables[base], masks[c.is_sliding(i)], start)
+            key = (c.rope_base(i), c.rope_scale(i))
+            if key not in tables:
+                pos = positions if key[1] == 1.0 else positions.float() / key[1]
+                tables[key] = rope_cos_sin(pos, c.head_dim, key[0], x.dtype)
+            x = block(x, *tables[key], masks[c.is_sliding(i)], start)
         if last == 0:
             return None
         if last is not None:

@@ -106,6 +106,10 @@ def _write_metadata(w, c: GemmaConfig, tokens: list[str], scores: list[float], t
     w.add_rope_freq_base(c.rope_theta)
     if arch != "gemma":
         w.add_sliding_window(c.sliding_window)
+    if c.rope_scaling_factor != 1.0:
+        import gguf
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(c.rope_scaling_factor)
     if arch == "gemma2":
         w.add_attn_logit_softcapping(c.attn_logit_softcapping)
         w.add_final_logit_softcapping(c.final_logit_softcapping)

@@ -153,8 +153,11 @@ def config_from_metadata(meta: dict[str, Any], vocab_size: int, source: str) -> 
     else:  # gemma3: llama.cpp's defaults are a 6-layer pattern and a local RoPE base of 10000
         pattern = int(meta.get("gemma3.attention.sliding_window_pattern", 6))
         values["rope_local_base_freq"] = float(meta.get("gemma3.rope.freq_base_swa", 10000.0))
-        if meta.get("gemma3.rope.scaling.type", "none") not in ("none", None):
-            raise GGUFError(f"{source}: RoPE scaling {meta['gemma3.rope.scaling.type']!r} is not supported yet")
+        kind = meta.get("gemma3.rope.scaling.type", "none")
+        if kind == "linear":
+            values["rope_scaling_factor"] = float(meta.get("gemma3.rope.scaling.factor", 1.0))
+        elif kind not in ("none", None):
+            raise GGUFError(f"{source}: RoPE scaling {kind!r} is not supported (only linear)")
     values["layer_types"] = tuple(SLIDING if (i + 1) % pattern else FULL for i in range(layers))
     return GemmaConfig(**values)
 

@@ -149,17 +149,29 @@ def test_export_loads_in_transformers_and_converts_to_gguf(tiny_checkpoint, tmp_
     assert (load(gguf).logits(ids) - ours.logits(ids)).abs().max().item() < 1e-5
 
 
+def run_group(cmd: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs cmd in its own process group and kills the whole group on timeout (torchrun's workers too)."""
+    import signal
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\n{err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def test_two_processes_train_like_one(tmp_path):
     data = learnable_shards(tmp_path / "data")
     args = ["train", "--config", "tiny", "--data", str(data), "--steps", "4", "--batch-size", "4", "--seq-len", "64",
             "--lr", "3e-3", "--warmup", "1", "--eval-every", "4", "--save-every", "4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "codegemma.cli", *args, "--out", str(tmp_path / "one")],
-                         capture_output=True, text=True, env=env, timeout=300)
+    one = run_group([sys.executable, "-m", "codegemma.cli", *args, "--out", str(tmp_path / "one")], env)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "codegemma.cli", *args, "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, env=env, timeout=300)
+    two = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                     "-m", "codegemma.cli", *args, "--out", str(tmp_path / "two")], env)
     assert two.returncode == 0, two.stderr[-3000:]
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-4)
     from codegemma.weights import load_hf_folder

@@ -39,9 +39,14 @@ def main() -> None:
         machine_corpus(out / "corpus")
     stats = build([out / "corpus"], out / "shards", str(tok),
                   BuildSettings(seq_len=512, workers=2, data_dir=args.data_dir, fim=FimSettings(fim_rate=0.9)))
-    result = train(TrainConfig(out=str(out / "train"), config=args.preset, data=str(out / "shards"),
-                               tokenizer=str(tok), steps=1_000_000, batch_size=8, seq_len=512, lr=2e-3, warmup=50,
-                               eval_every=200, save_every=500, time_limit_minutes=args.minutes))
+    final = out / "train" / "final"
+    if final.exists():  # trained already: only (re)score
+        result = {"final": str(final), "steps": json.loads(
+            (out / "train" / "log.jsonl").read_text().splitlines()[-1])["step"]}
+    else:
+        result = train(TrainConfig(out=str(out / "train"), config=args.preset, data=str(out / "shards"),
+                                   tokenizer=str(tok), steps=1_000_000, batch_size=8, seq_len=512, lr=2e-3,
+                                   warmup=50, eval_every=200, save_every=500, time_limit_minutes=args.minutes))
     untrained = out / "untrained"
     if not untrained.exists():
         torch.manual_seed(0)

@@ -294,12 +294,12 @@ def train(cfg: TrainConfig) -> dict:
         tok_s = tokens_per_step / (time.perf_counter() - t)
         row = {"step": run.step, "loss": loss_value, "lr": run.scheduler.get_last_lr()[0], "tok_per_s": tok_s,
                "tokens": run.step * tokens_per_step, "elapsed": time.perf_counter() - started}
-        if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
+        out_of_time = bool(cfg.time_limit_minutes) and time.perf_counter() - started > 60 * cfg.time_limit_minutes
+        if run.step % cfg.eval_every == 0 or run.step == cfg.steps or out_of_time:
             row["val_loss"] = run.validate()
         if run.rank == 0:
             _log(run.out, row)
             _progress(run, loss_value, tok_s, started)
-        out_of_time = cfg.time_limit_minutes and time.perf_counter() - started > 60 * cfg.time_limit_minutes
         if out_of_time or run.step % cfg.save_every == 0 or run.step == cfg.steps:
             if not run.parameters_finite():  # never write a checkpoint that cannot be resumed from
                 raise TrainError(f"the parameters became non-finite at step {run.step}{_good(last_good)}")

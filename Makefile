@@ -34,7 +34,7 @@ lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check src tests bench
 
 bench: $(TEST_STAMP)
-	$(PY) bench/bench_core.py
+	for b in bench_core bench_gguf bench_server bench_eval bench_data bench_train; do $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -82,8 +82,23 @@ def _limit(limits: Limits) -> None:
         resource.setrlimit(kind, (value, value))
 
 
+MASKED = ("/tmp/", "/var/tmp/", "/dev/shm/")  # replaced by private tmpfs mounts inside the sandbox
+
+
+def interpreter() -> str:
+    """The Python that runs programs: the base interpreter behind this one (programs need only the standard
+    library, and run with -I), never a path under a folder the sandbox masks, such as a venv in /tmp."""
+    candidates = [os.path.realpath(sys.executable), os.path.realpath(getattr(sys, "_base_executable", "")),
+                  os.path.join(sys.base_prefix, "bin", f"python{sys.version_info.major}.{sys.version_info.minor}"),
+                  shutil.which("python3") or ""]
+    for path in candidates:
+        if path and os.path.isfile(path) and not (isolated() and path.startswith(MASKED)):
+            return path
+    raise RuntimeError("no Python interpreter outside the folders the sandbox masks (/tmp, /var/tmp, /dev/shm)")
+
+
 def _command(fd: int) -> list[str]:
-    python = [sys.executable, "-I", "-X", "utf8", "bootstrap.py", str(fd)]
+    python = [interpreter(), "-I", "-X", "utf8", "bootstrap.py", str(fd)]
     if not isolated():
         return python
     return ["unshare", "--net", "--pid", "--mount", "--fork", "--kill-child", "--", "sh", "-c", PRIVATE_MOUNTS, "sh",

@@ -56,10 +56,11 @@ class Options:
 class CodeGemma:
     """A loaded model with its tokenizer: logits, generation, FIM completion and chat."""
 
-    def __init__(self, model: GemmaForCausalLM, tokenizer: Tokenizer, name: str = "") -> None:
+    def __init__(self, model: GemmaForCausalLM, tokenizer: Tokenizer, name: str = "", source_format: str = "") -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
+        self.source_format = source_format  # "safetensors" or "gguf"
 
     @property
     def config(self) -> GemmaConfig:
@@ -206,14 +207,14 @@ def load(path: str | Path = "default", *, device: str | torch.device = "cpu",
             model = load_hf_folder(path, device=dev, dtype=dt)
         except CheckpointError as exc:
             raise ModelLoadError(str(exc)) from exc
-        return CodeGemma(model, load_tokenizer(path), name=path.name)
+        return CodeGemma(model, load_tokenizer(path), name=path.name, source_format="safetensors")
     if path.suffix == ".gguf" and path.is_file():
         from .weights.gguf import load_gguf
         try:
             model, tokenizer = load_gguf(path, device=dev, dtype=dt, keep_quantized=keep_quantized)
         except CheckpointError as exc:
             raise ModelLoadError(str(exc)) from exc
-        return CodeGemma(model, tokenizer, name=path.stem)
+        return CodeGemma(model, tokenizer, name=path.stem, source_format="gguf")
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file or folder")
     raise ModelLoadError(f"{path}: expected a Hugging Face folder (config.json + safetensors) or a .gguf file")

@@ -417,7 +417,7 @@ def _ollama_model(server: Server) -> dict:
     size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
     return {"name": server.name, "model": server.name, "modified_at": _now_iso(), "size": params,
             "digest": uuid.uuid5(uuid.NAMESPACE_URL, server.name).hex,
-            "details": {"format": "gguf" if server.cg.name.endswith(("gguf", "_m", "_0")) else "safetensors",
+            "details": {"format": server.cg.source_format or "safetensors",
                         "family": server.cg.config.model_type, "families": [server.cg.config.model_type],
                         "parameter_size": size, "quantization_level": str(server.cg.model.dtype).removeprefix(
                             "torch.")}}

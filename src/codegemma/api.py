@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +138,7 @@ class CodeGemma:
         ids, stop_ids, stops = self.fim_ids(prefix, suffix, path=path, mode=mode, context=context)
         options.setdefault("max_tokens", 128)
         opts = Options(**options)
-        opts = Options(**{**opts.__dict__, "stop_ids": tuple(opts.stop_ids) + stop_ids,
-                          "stop": tuple(opts.stop) + stops})
+        opts = replace(opts, stop_ids=tuple(opts.stop_ids) + stop_ids, stop=tuple(opts.stop) + stops)
         return (ev.text for ev in self.stream_ids([ids], opts) if ev.text)
 
     # Chat.
@@ -153,7 +152,7 @@ class CodeGemma:
         ids = self.chat_ids(messages)
         opts = Options(**options)
         end = self.tokenizer.token_id(END_OF_TURN)
-        opts = Options(**{**opts.__dict__, "stop_ids": tuple(opts.stop_ids) + ((end,) if end is not None else ())})
+        opts = replace(opts, stop_ids=tuple(opts.stop_ids) + ((end,) if end is not None else ()))
         return (ev.text for ev in self.stream_ids([ids], opts) if ev.text)
 
 

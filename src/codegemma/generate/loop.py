@@ -66,7 +66,8 @@ def decode_steps(model: GemmaForCausalLM, prompts: Sequence[Sequence[int]], sett
     generator = _generator(settings.sampling.seed, device)
     stop = set(settings.stop_ids)
     finished: list[str | None] = [None] * B
-    seen = ids.clone()
+    penalised = settings.sampling.repetition_penalty != 1.0
+    seen = ids.clone() if penalised else None  # only the repetition penalty needs the history
     if reuse is not None:
         if B != 1 or not 0 <= reuse < longest or model.cache_len < longest + budget:
             raise ValueError("cache reuse needs one prompt, reuse < its length and a large enough attached cache")
@@ -91,7 +92,8 @@ def decode_steps(model: GemmaForCausalLM, prompts: Sequence[Sequence[int]], sett
                 finished = report.finished
                 if all(finished):
                     return
-                seen = torch.cat([seen, nxt[:, None]], dim=1)
+                if penalised:
+                    seen = torch.cat([seen, nxt[:, None]], dim=1)
                 slot = longest + step
                 pos = (slot - pad)  # (B, 1)
                 logits = model(nxt[:, None], start=slot, positions=pos, key_valid=valid[:, :slot + 1])[:, -1]

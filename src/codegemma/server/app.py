@@ -279,14 +279,7 @@ def _openai_routes(app: FastAPI, server: Server) -> None:
                     "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": reason}]}
 
         if body.stream:
-            async def lines() -> AsyncIterator[str]:
-                async for kind, value in server.events(job, request):
-                    if kind == "text":
-                        yield f"data: {json.dumps(chunk(value, None))}\n\n"
-                    else:
-                        yield f"data: {json.dumps(chunk('', _finish(value['finish_reason'])))}\n\n"
-                yield "data: [DONE]\n\n"
-            return _stream(lines(), "text/event-stream")
+            return _openai_stream(server, job, request, chunk, lambda text: text or "")
         text, summary = await server.collect(job, request)
         out = chunk(text, _finish(summary["finish_reason"]))
         out["usage"] = _usage(summary)
@@ -308,20 +301,26 @@ def _openai_routes(app: FastAPI, server: Server) -> None:
                     "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
 
         if body.stream:
-            async def lines() -> AsyncIterator[str]:
-                yield f"data: {json.dumps(chunk({'role': 'assistant', 'content': ''}, None))}\n\n"
-                async for kind, value in server.events(job, request):
-                    if kind == "text":
-                        yield f"data: {json.dumps(chunk({'content': value}, None))}\n\n"
-                    else:
-                        yield f"data: {json.dumps(chunk({}, _finish(value['finish_reason'])))}\n\n"
-                yield "data: [DONE]\n\n"
-            return _stream(lines(), "text/event-stream")
+            return _openai_stream(server, job, request, chunk, lambda text: {} if text is None else {"content": text},
+                                  first=chunk({"role": "assistant", "content": ""}, None))
         text, summary = await server.collect(job, request)
         return {"id": ident, "object": "chat.completion", "created": created, "model": server.name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                              "finish_reason": _finish(summary["finish_reason"])}],
                 "usage": _usage(summary)}
+
+
+def _openai_stream(server: Server, job: Job, request: Request, chunk: Callable[[Any, str | None], dict],
+                   delta: Callable[[str | None], Any], first: dict | None = None) -> StreamingResponse:
+    """OpenAI's SSE: a chunk per text event (`delta(text)`), a final one with the finish reason, [DONE]."""
+    async def lines() -> AsyncIterator[str]:
+        if first is not None:
+            yield f"data: {json.dumps(first)}\n\n"
+        async for kind, value in server.events(job, request):
+            out = chunk(delta(value), None) if kind == "text" else chunk(delta(None), _finish(value["finish_reason"]))
+            yield f"data: {json.dumps(out)}\n\n"
+        yield "data: [DONE]\n\n"
+    return _stream(lines(), "text/event-stream")
 
 
 def _content_text(content) -> str:

@@ -21,17 +21,22 @@ class Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class CompletionRequest(Lenient):
+class OpenAIRequest(Lenient):
+    """Fields both OpenAI routes take."""
+
     model: StrictStr | None = None
-    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=1)] = ""
-    suffix: StrictStr | None = None
-    max_tokens: Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)] | None = 16
     temperature: Temperature | None = None
     top_p: Probability | None = None
     stop: Stop = None
     seed: Seed | None = None
     stream: StrictBool = False
     n: Annotated[StrictInt, Field(ge=1, le=1)] = 1
+
+
+class CompletionRequest(OpenAIRequest):
+    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=1)] = ""
+    suffix: StrictStr | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)] | None = 16
 
 
 class ContentPart(Lenient):
@@ -44,17 +49,10 @@ class ChatMessage(Lenient):
     content: StrictStr | Annotated[list[ContentPart], Field(max_length=256)] | None = ""
 
 
-class ChatRequest(Lenient):
-    model: StrictStr | None = None
+class ChatRequest(OpenAIRequest):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=4096)]
     max_tokens: Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)] | None = None
     max_completion_tokens: Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)] | None = None
-    temperature: Temperature | None = None
-    top_p: Probability | None = None
-    stop: Stop = None
-    seed: Seed | None = None
-    stream: StrictBool = False
-    n: Annotated[StrictInt, Field(ge=1, le=1)] = 1
 
 
 class OllamaOptions(Lenient):

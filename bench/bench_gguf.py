@@ -28,7 +28,8 @@ def run_ours(args) -> dict:
     import codegemma
     torch.set_num_threads(args.threads)
     t = time.perf_counter()
-    m = codegemma.load(args.model, dtype=args.dtype, keep_quantized=args.keep_quantized)
+    m = codegemma.load(args.model, dtype=args.dtype, keep_quantized=args.keep_quantized,
+                       int4_decode=False if args.dense else None)
     load_s = time.perf_counter() - t
     ids = m.tokenizer.encode(prompt_text())[:args.prompt]
     model = m.model
@@ -76,6 +77,7 @@ def main() -> None:
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     p.add_argument("--keep-quantized", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--dense", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         result = run_llama(args) if args.one == "llama.cpp" else run_ours(args)
@@ -83,7 +85,8 @@ def main() -> None:
         print(json.dumps(result))
         return
     runs = [("llama.cpp", []), ("codegemma float32", ["--dtype", "float32"]),
-            ("codegemma bfloat16", ["--dtype", "bfloat16"]),
+            ("codegemma bfloat16", ["--dtype", "bfloat16", "--dense"]),
+            ("codegemma bfloat16 + int4 decode", ["--dtype", "bfloat16"]),
             ("codegemma keep-quantized", ["--dtype", "float32", "--keep-quantized"])]
     rows = []
     for name, extra in runs:

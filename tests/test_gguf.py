@@ -69,6 +69,66 @@ def test_dequantization_equals_the_gguf_package(quantized):
     assert {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16", "BF16"} <= covered
 
 
+def test_int4_planes_equal_the_exact_weights(quantized):
+    """The int4 decode planes of every packable format give x @ W.T of the exact dequantized W."""
+    from codegemma.quantized import int4_kernel_available, int4_planes
+    from codegemma.weights.quants import AFFINE
+
+    if not int4_kernel_available():
+        pytest.skip("this torch has no int4 CPU kernel")
+    torch.manual_seed(0)
+    covered = set()
+    for path in quantized.values():
+        for t in open_gguf(path).tensors:
+            if t.tensor_type.name not in AFFINE or len(t.shape) != 2:
+                continue
+            exact = dequantize(t)  # (out, in) float32
+            raw = torch.from_numpy(np.asarray(t.data).view(np.uint8).reshape(-1))
+            planes = int4_planes(raw, t.tensor_type.name, *exact.shape)
+            assert planes is not None
+            x = torch.randn(3, exact.shape[1]).bfloat16()
+            with torch.inference_mode():
+                assert planes.applies(x)
+                got = planes(x).float()
+            want = x.float() @ exact.T
+            # bfloat16 scales and outputs: errors of a few parts in a thousand of the output's scale
+            assert (got - want).abs().max() < 1.5e-2 * want.abs().max(), f"{path.name} {t.name} {t.tensor_type.name}"
+            covered.add(t.tensor_type.name)
+    assert covered == set(AFFINE)
+
+
+@pytest.mark.parametrize("kind", ["Q4_K_M", "Q8_0"])
+def test_int4_decoding_tracks_the_float32_model(quantized, kind):
+    from codegemma.weights.quants import AFFINE
+
+    path = quantized[kind]
+    head_type = next(t.tensor_type.name for t in open_gguf(path).tensors if t.name == "token_embd.weight")
+    exact = load(path)
+    fast = load(path, dtype="bfloat16")  # int4 decoding is on by default for bfloat16 on CPU
+    plain = load(path, dtype="bfloat16", int4_decode=False)
+    packed = [m for m in fast.model.modules() if type(m).__name__ == "Int4DecodeLinear"]
+    assert packed and plain.model.decode_head is None
+    assert (fast.model.decode_head is not None) == (head_type in AFFINE)
+    ids = exact.tokenizer.encode("def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n")
+    want = exact.logits(ids).numpy()
+
+    def one_by_one(cg):
+        model = cg.model
+        model.setup_cache(1, len(ids))
+        with torch.inference_mode():
+            out = [model(torch.tensor([[t]]), start=i)[0, -1].float().numpy() for i, t in enumerate(ids)]
+        model.clear_cache()
+        return np.array(out)
+
+    got, dense = one_by_one(fast), one_by_one(plain)
+    scale = np.abs(want).mean()
+    assert np.abs(got - want).mean() < 0.05 * scale
+    assert np.abs(got - want).mean() < 2 * np.abs(dense - want).mean()  # about as close as dense bfloat16
+    assert exact.generate("def f(x):", max_tokens=12) == fast.generate("def f(x):", max_tokens=12)
+    with pytest.raises(ModelLoadError, match="bfloat16"):
+        load(path, int4_decode=True)  # float32
+
+
 def test_hf_to_gguf_runs_in_llama_cpp_with_matching_logits(f32_gguf):
     folder, gguf_path = f32_gguf
     ours = load(folder)

@@ -189,11 +189,23 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def _int4_decode(requested: bool | None, device: torch.device, dtype: torch.dtype, keep_quantized: bool) -> bool:
+    from .quantized import int4_kernel_available
+
+    fits = device.type == "cpu" and dtype == torch.bfloat16 and not keep_quantized and int4_kernel_available()
+    if requested and not fits:
+        raise ModelLoadError("int4 decoding needs dtype bfloat16 on CPU, without keep_quantized")
+    return fits if requested is None else requested
+
+
 def load(path: str | Path = "default", *, device: str | torch.device = "cpu",
-         dtype: str | torch.dtype | None = None, keep_quantized: bool = False) -> CodeGemma:
+         dtype: str | torch.dtype | None = None, keep_quantized: bool = False,
+         int4_decode: bool | None = None) -> CodeGemma:
     """Loads a Hugging Face folder, a .gguf file, or "default" (the embedded model).
 
     keep_quantized (GGUF only): projections stay in their GGML block format, dequantized on the fly.
+    int4_decode (GGUF only): decode through int4 copies of the file's blocks (quantized.Int4Planes);
+    None turns it on where it applies, bfloat16 on CPU with the kernel present.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -210,7 +222,8 @@ def load(path: str | Path = "default", *, device: str | torch.device = "cpu",
     if path.suffix == ".gguf" and path.is_file():
         from .weights.gguf import load_gguf
         try:
-            model, tokenizer = load_gguf(path, device=dev, dtype=dt, keep_quantized=keep_quantized)
+            model, tokenizer = load_gguf(path, device=dev, dtype=dt, keep_quantized=keep_quantized,
+                                         int4_decode=_int4_decode(int4_decode, dev, dt, keep_quantized))
         except CheckpointError as exc:
             raise ModelLoadError(str(exc)) from exc
         return CodeGemma(model, tokenizer, name=path.stem, source_format="gguf")

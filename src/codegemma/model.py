@@ -174,6 +174,7 @@ class GemmaForCausalLM(nn.Module):
         super().__init__()
         self.config = config
         self.model = GemmaModel(config)  # the output head is model.embed_tokens (tied)
+        self.decode_head: nn.Module | None = None  # a faster head for decoding (quantized.Int4Planes)
 
     @property
     def device(self) -> torch.device:
@@ -235,7 +236,10 @@ class GemmaForCausalLM(nn.Module):
     def output(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm and the tied output head, float32 logits, Gemma 2's final soft-cap if configured."""
         x = self.model.norm(x)
-        logits = F.linear(x, self.model.embed_tokens.weight).float()
+        if self.decode_head is not None and self.decode_head.applies(x):
+            logits = self.decode_head(x).float()
+        else:
+            logits = F.linear(x, self.model.embed_tokens.weight).float()
         cap = self.config.final_logit_softcapping
         return torch.tanh(logits / cap) * cap if cap else logits
 

@@ -247,9 +247,10 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
 
 
 def load_gguf(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-              keep_quantized: bool = False) -> tuple[GemmaForCausalLM, Tokenizer]:
+              keep_quantized: bool = False, int4_decode: bool = False) -> tuple[GemmaForCausalLM, Tokenizer]:
     """Model and tokenizer from a GGUF file: weights dequantized to `dtype`, or with keep_quantized the
-    projections stay in their GGML block format and are dequantized on the fly."""
+    projections stay in their GGML block format and are dequantized on the fly. int4_decode (bfloat16
+    on CPU) adds int4 copies of the projections and the output head for decoding (quantized.py)."""
     path = Path(path)
     reader = open_gguf(path)
     meta = metadata(reader)
@@ -268,7 +269,25 @@ def load_gguf(path: str | Path, *, device: str | torch.device = "cpu", dtype: to
         tensors = iter(list(tensors))  # swaps the kept projections in before parameters are allocated
     _materialize(model, device)
     fill_from(model, tensors, source=source)
+    if int4_decode and not keep_quantized:
+        _install_int4(model, reader, config.model_type)
     return model.eval(), tokenizer
+
+
+def _install_int4(model: GemmaForCausalLM, reader, arch: str) -> int:
+    """int4 decoding for every projection (and the tied head) whose block format packs; returns how many."""
+    from ..quantized import install_int4
+
+    count = 0
+    for tensor in reader.tensors:
+        name = hf_name(arch, tensor.name)
+        if name is None or not (name.endswith("_proj.weight") or name == "model.embed_tokens.weight"):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            raw = torch.from_numpy(np.asarray(tensor.data).view(np.uint8).reshape(-1))
+        count += install_int4(model, name, raw, tensor.tensor_type.name)
+    return count
 
 
 def _materialize(model: torch.nn.Module, device: torch.device | str) -> None:

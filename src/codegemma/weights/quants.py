@@ -148,3 +148,60 @@ def dequantize_blocks(raw: torch.Tensor, type_name: str, n_values: int) -> torch
     for start in range(0, blocks.shape[0], step):
         out[start:start + step] = kernel(blocks[start:start + step])
     return out.reshape(-1)
+
+
+def affine_groups(raw: torch.Tensor, type_name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None:
+    """A block format read as groups of 32 values w = scale * q + offset, or None for other formats.
+
+    Returns q (n_groups, 32) int16, scale and offset (n_groups,) float64, and q's bit width. Q8_0's q
+    is signed (-128..127); the others are 0..2^bits-1. This is the form int4 matmul kernels take.
+    """
+    if type_name not in AFFINE:
+        return None
+    nbytes = KERNELS[type_name][1]
+    return AFFINE[type_name](raw.reshape(-1, nbytes))
+
+
+def _aff_q8_0(b):
+    d = _f16(b[:, :2])[:, 0].double()
+    return b[:, 2:].contiguous().view(torch.int8).short(), d, torch.zeros_like(d), 8
+
+
+def _aff_q4_0(b):
+    d = _f16(b[:, :2])[:, 0].double()
+    return _nibbles(b[:, 2:]).short(), d, -8 * d, 4
+
+
+def _aff_q4_1(b):
+    return _nibbles(b[:, 4:]).short(), _f16(b[:, :2])[:, 0].double(), _f16(b[:, 2:4])[:, 0].double(), 4
+
+
+def _aff_q5_0(b):
+    d = _f16(b[:, :2])[:, 0].double()
+    return (_nibbles(b[:, 6:]) | (_q5_high(b[:, 2:6]) << 4)).short(), d, -16 * d, 5
+
+
+def _aff_q5_1(b):
+    q = _nibbles(b[:, 8:]) | (_q5_high(b[:, 4:8]) << 4)
+    return q.short(), _f16(b[:, :2])[:, 0].double(), _f16(b[:, 2:4])[:, 0].double(), 5
+
+
+def _aff_k(b, bits: int):
+    d, dmin = _f16(b[:, 0:2]).double(), _f16(b[:, 2:4]).double()
+    sc, mn = _k4_scales(b[:, 4:16])  # (n, 8) sub-block scales and mins
+    if bits == 4:
+        qs = b[:, 16:144].reshape(-1, 4, 32)
+        q = torch.stack([qs & 0x0F, qs >> 4], dim=2).reshape(-1, 8, 32)
+    else:
+        qh, qs = b[:, 16:48], b[:, 48:176].reshape(-1, 4, 32)
+        low = torch.stack([qs & 0x0F, qs >> 4], dim=2).reshape(-1, 8, 32)
+        high = (qh[:, None, :] >> torch.arange(8, dtype=torch.uint8, device=b.device)[None, :, None]) & 1
+        q = low | (high << 4)
+    scale, offset = d * sc.double(), -(dmin * mn.double())
+    return q.reshape(-1, 32).short(), scale.reshape(-1), offset.reshape(-1), bits
+
+
+AFFINE: dict[str, Callable] = {
+    "Q8_0": _aff_q8_0, "Q4_0": _aff_q4_0, "Q4_1": _aff_q4_1, "Q5_0": _aff_q5_0, "Q5_1": _aff_q5_1,
+    "Q4_K": lambda b: _aff_k(b, 4), "Q5_K": lambda b: _aff_k(b, 5),
+}

@@ -22,7 +22,7 @@ install: $(STAMP)
 install-test: $(TEST_STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/codegemma serve --model default --host 127.0.0.1 --port 8080
+	$(VENV)/bin/codegemma serve --model default --dtype bfloat16 --host 127.0.0.1 --port 8080
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q

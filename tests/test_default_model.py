@@ -77,13 +77,22 @@ def _code_prompt(model) -> list[int]:
 
 
 def test_top1_agreement_with_llama_cpp(model, reference):
-    """llama.cpp's quantized kernels round activations, so the two disagree only at near-ties (README)."""
+    """We agree with llama.cpp's top-1 as often as llama.cpp agrees with itself, only at near-ties.
+
+    llama.cpp rounds activations to 8 bits in its quantized matrix products, and the roundings fall
+    differently between its batched and one-token paths (README, "Agreement with llama.cpp").
+    """
     ids = _code_prompt(model)
     ours = model.logits(ids).numpy()
     reference.reset()
     reference.eval(ids)
-    theirs = np.array(reference.scores[:len(ids)])
-    agree = ours.argmax(-1) == theirs.argmax(-1)
+    batched = np.array(reference.scores[:len(ids)])
+    one_by_one = llama_cpp.Llama(model_path=str(default_model_path()), n_ctx=1024, n_batch=1, n_ubatch=1,
+                                 n_threads=2, logits_all=True, verbose=False)
+    one_by_one.eval(ids)
+    itself = (np.array(one_by_one.scores[:len(ids)]).argmax(-1) == batched.argmax(-1)).mean()
+    agree = ours.argmax(-1) == batched.argmax(-1)
+    assert agree.mean() >= itself - 0.01, (agree.mean(), itself)
     assert agree.mean() >= 0.93
     top2 = np.sort(ours, -1)[:, -2:]
     assert (top2[~agree, 1] - top2[~agree, 0]).max() < 1.0  # disagreements are near-ties only
@@ -129,3 +138,21 @@ def test_info_says_fim_is_not_native(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["fim_native"] is False and info["config"]["model_type"] == "gemma3"
     assert info["tokenizer"]["special_token_ids"]["<|fim_prefix|>"] is None
+
+
+def test_single_line_infilling_without_fim_keeps_one_line(model, tmp_path):
+    """A model without FIM tokens answers single-line infilling left to right, cut to its first line."""
+    import json
+
+    from codegemma.eval.harness import RunSettings, run
+    from conftest import SHARED_DATA
+
+    summary = run("humaneval-infill-single", model, tmp_path / "single", RunSettings(limit=3, max_tokens=24),
+                  data_dir=SHARED_DATA)
+    assert summary["infill_protocol"] == "left-to-right, first line" and summary["samples"] == 3
+    rows = [json.loads(line) for line in (tmp_path / "single" / "results.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert r["completion"].endswith("\n") and r["completion"].count("\n") == 1
+    multi = run("humaneval-infill-multi", model, tmp_path / "multi", RunSettings(limit=1, max_tokens=24),
+                data_dir=SHARED_DATA)
+    assert multi["infill_protocol"] == "left-to-right, stop at the suffix"

@@ -17,13 +17,16 @@ class CliError(Exception):
     """A user error reported as one line on stderr."""
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
+def model_args(p: argparse.ArgumentParser) -> None:
+    """--model, --device, --dtype and the GGUF options, shared by every command that loads a model."""
     p.add_argument("--model", default="default", help="HF folder, .gguf file, or 'default' (the embedded model)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="weights and activations (default: float32 on CPU, bfloat16 on CUDA)")
     p.add_argument("--keep-quantized", action="store_true",
                    help="GGUF: keep projection weights quantized (less memory, slower)")
+    p.add_argument("--no-int4-decode", dest="int4_decode", action="store_const", const=False, default=None,
+                   help="GGUF in bfloat16 on CPU: decode with the dense weights, not the int4 kernels")
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -42,9 +45,10 @@ def _options(args: argparse.Namespace) -> dict:
                 min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed, stop=tuple(args.stop))
 
 
-def _load(args: argparse.Namespace):
+def load_model(args: argparse.Namespace):
     from .api import load
-    return load(args.model, device=args.device, dtype=args.dtype, keep_quantized=args.keep_quantized)
+    return load(args.model, device=args.device, dtype=args.dtype, keep_quantized=args.keep_quantized,
+                int4_decode=args.int4_decode)
 
 
 def _emit(chunks, out=sys.stdout) -> None:
@@ -57,7 +61,7 @@ def _emit(chunks, out=sys.stdout) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     _options_check(args)
-    m = _load(args)
+    m = load_model(args)
     _emit(m.stream(prompt, parse_special=args.parse_special, **_options(args)))
     return 0
 
@@ -105,14 +109,14 @@ def cmd_complete(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"cannot read context file {file}: {exc}") from exc
     _options_check(args)
-    m = _load(args)
+    m = load_model(args)
     _emit(m.stream_complete(prefix, suffix, path=path, mode=args.mode, context=context, **_options(args)))
     return 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     _options_check(args)
-    m = _load(args)
+    m = load_model(args)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     if args.message is not None:
         _emit(m.stream_chat(messages + [{"role": "user", "content": args.message}], **_options(args)))
@@ -143,7 +147,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from .tokenizer import NAMED_SPECIALS
-    m = _load(args)
+    m = load_model(args)
     tok = m.tokenizer
     special = {name: tok.token_id(name) for name in ("<bos>", "<eos>", "<pad>", *NAMED_SPECIALS)}
     special.update({"<bos>": tok.bos_id, "<eos>": tok.eos_id, "<pad>": tok.pad_id})
@@ -179,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps = {name: sub.add_parser(name, help=help_) for name, (_, help_) in commands.items()}
     for name, p in ps.items():
         p.set_defaults(func=commands[name][0])
-        _model_args(p)
+        model_args(p)
     ps["generate"].add_argument("prompt", help="prompt text, or - to read standard input")
     ps["generate"].add_argument("--parse-special", action="store_true",
                                 help="turn special-token text in the prompt into control tokens")

@@ -9,13 +9,13 @@ from .data import BENCHMARKS
 
 
 def add_eval_command(sub) -> None:
+    from ..cli import model_args
+
     p = sub.add_parser("eval", help="evaluate on HumanEval, MBPP and HumanEval infilling")
     ev = p.add_subparsers(dest="eval_command", required=True)
     run = ev.add_parser("run", help="generate and score")
     run.add_argument("benchmark", choices=BENCHMARKS)
-    run.add_argument("--model", default="default")
-    run.add_argument("--device", default="cpu")
-    run.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    model_args(run)
     run.add_argument("--samples-per-task", type=int, default=1)
     run.add_argument("--temperature", type=float, default=0.0)
     run.add_argument("--top-p", type=float, default=0.95)
@@ -59,11 +59,11 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..api import load
+    from ..cli import load_model
     from .harness import run
 
     settings = _settings(args)
-    cg = load(args.model, device=args.device, dtype=args.dtype)
+    cg = load_model(args)
     print(json.dumps(run(args.benchmark, cg, args.out, settings, args.data_dir), indent=2))
     return 0
 

@@ -58,6 +58,7 @@ class Problem:
     canonical: str = ""  # the reference completion
     stops: tuple[str, ...] = ()
     style: str = "check"  # "check": prompt + completion + suffix, test, check(entry_point); "asserts": MBPP
+    single_line: bool = False  # infilling where the middle is one whole line (humaneval-infill-single)
 
     @property
     def infill(self) -> bool:
@@ -113,7 +114,8 @@ def load_problems(benchmark: str, data_dir: str | Path | None = None) -> list[Pr
         return humaneval()
     if benchmark == "mbpp":
         return mbpp(data_file("mbpp", data_dir))
-    return [Problem(r["task_id"], r["prompt"], r["test"], r["entry_point"], r["suffix"], r["canonical_solution"])
+    return [Problem(r["task_id"], r["prompt"], r["test"], r["entry_point"], r["suffix"], r["canonical_solution"],
+                    single_line=benchmark == "humaneval-infill-single")
             for r in _jsonl(data_file(benchmark, data_dir))]
 
 

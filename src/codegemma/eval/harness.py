@@ -100,19 +100,35 @@ def _score_stream(problems: dict[str, Problem], samples: Iterable[tuple[str, int
             future.result()
 
 
+def infill_protocol(cg, problem: Problem) -> str:
+    """How a model fills a hole: "fim" (native), else left-to-right, cut to one line for single-line sets.
+
+    A model without FIM tokens cannot know where the middle ends; the usual left-to-right baseline for
+    single-line infilling (as in the InCoder and SantaCoder papers) keeps its first line.
+    """
+    if cg.fim_native:
+        return "fim"
+    return "left-to-right, first line" if problem.single_line else "left-to-right, stop at the suffix"
+
+
 def generate(cg, problem: Problem, sample: int, settings: RunSettings) -> str:
     from ..api import Options
 
+    line_only = False
     if problem.infill:
         ids, stop_ids, stops = cg.fim_ids(problem.prompt, problem.suffix)
         max_tokens = settings.max_tokens or 128
+        line_only = infill_protocol(cg, problem) == "left-to-right, first line"
+        if line_only:
+            stops = (*stops, "\n")
     else:
         ids, stop_ids, stops = cg.tokenizer.encode(problem.prompt), (), problem.stops
         max_tokens = settings.max_tokens or 512
     opts = Options(max_tokens=max_tokens, temperature=settings.temperature,
                    top_p=settings.top_p if settings.temperature else 1.0, seed=settings.seed + sample,
                    stop=tuple(stops), stop_ids=tuple(stop_ids))
-    return cg.run([ids], opts)[0].text
+    text = cg.run([ids], opts)[0].text
+    return text.split("\n")[0] + "\n" if line_only else text  # the middle is a whole line, with its end
 
 
 def run(benchmark: str, cg, out: str | Path, settings: RunSettings = RunSettings(),
@@ -120,8 +136,11 @@ def run(benchmark: str, cg, out: str | Path, settings: RunSettings = RunSettings
     """Generates and scores; resumes an interrupted run in the same folder without redoing samples."""
     out = Path(out)
     problems = load_problems(benchmark, data_dir)[:settings.limit]
-    _check_same_run(out, {"benchmark": benchmark, "model": cg.name, "temperature": settings.temperature,
-                          "samples_per_task": settings.samples_per_task, "max_tokens": settings.max_tokens})
+    identity = {"benchmark": benchmark, "model": cg.name, "temperature": settings.temperature,
+                "samples_per_task": settings.samples_per_task, "max_tokens": settings.max_tokens}
+    if problems and problems[0].infill:
+        identity["infill_protocol"] = infill_protocol(cg, problems[0])
+    _check_same_run(out, identity)
     log = ResultLog(out)
     by_id = {p.task_id: p for p in problems}
 
@@ -132,7 +151,7 @@ def run(benchmark: str, cg, out: str | Path, settings: RunSettings = RunSettings
                     yield p.task_id, s, generate(cg, p, s, settings)
 
     _score_stream(by_id, todo(), log, settings)
-    return write_summary(out, benchmark, cg.name, problems, log.rows, settings)
+    return write_summary(out, benchmark, cg.name, problems, log.rows, settings, identity.get("infill_protocol"))
 
 
 def read_samples(path: str | Path, problems: dict[str, Problem]) -> list[tuple[str, int, str]]:
@@ -177,7 +196,7 @@ def score(benchmark: str, samples: str | Path, out: str | Path, settings: RunSet
 
 
 def write_summary(out: Path, benchmark: str, model: str, problems: list[Problem], rows: list[dict],
-                  settings: RunSettings) -> dict:
+                  settings: RunSettings, protocol: str | None = None) -> dict:
     per_task: dict[str, list[bool]] = {p.task_id: [] for p in problems}
     for r in rows:
         if r["task_id"] in per_task:
@@ -187,6 +206,8 @@ def write_summary(out: Path, benchmark: str, model: str, problems: list[Problem]
                "samples": sum(len(v) for v in per_task.values()),
                "counts": dict(Counter(r["status"] for r in rows if r["task_id"] in per_task)),
                "settings": asdict(settings)}
+    if protocol:
+        summary["infill_protocol"] = protocol
     for k in (1, 10, 100):
         if n_min >= k:
             summary[f"pass@{k}"] = sum(pass_at_k(len(v), sum(v), k) for v in per_task.values()) / max(1, len(per_task))

@@ -7,11 +7,10 @@ import sys
 
 
 def add_serve_command(sub) -> None:
+    from ..cli import model_args
+
     p = sub.add_parser("serve", help="serve completions to editors (OpenAI, Ollama and llama.cpp APIs)")
-    p.add_argument("--model", default="default", help="HF folder, .gguf file, or 'default' (the embedded model)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--keep-quantized", action="store_true", help="GGUF: keep projections quantized")
+    model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every route but /health")
@@ -26,15 +25,14 @@ def add_serve_command(sub) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..api import load
-    from ..cli import CliError
+    from ..cli import CliError, load_model
     from .app import create_app
 
     if not 0 < args.port < 65536:
         raise CliError(f"--port must be in 1..65535, got {args.port}")
     if args.ctx < 16 or args.parallel < 1:
         raise CliError("--ctx must be >= 16 and --parallel >= 1")
-    cg = load(args.model, device=args.device, dtype=args.dtype, keep_quantized=args.keep_quantized)
+    cg = load_model(args)
     app = create_app(cg, name=args.name, ctx=args.ctx, parallel=args.parallel, api_key=args.api_key,
                      prefix_cache=not args.no_prefix_cache)
     fim = "native" if cg.fim_native else "fallback: left to right"

@@ -86,6 +86,7 @@ def test_int4_planes_equal_the_exact_weights(quantized):
             raw = torch.from_numpy(np.asarray(t.data).view(np.uint8).reshape(-1))
             planes = int4_planes(raw, t.tensor_type.name, *exact.shape)
             assert planes is not None
+            planes.track(exact)
             x = torch.randn(3, exact.shape[1]).bfloat16()
             with torch.inference_mode():
                 assert planes.applies(x)
@@ -127,6 +128,14 @@ def test_int4_decoding_tracks_the_float32_model(quantized, kind):
     assert exact.generate("def f(x):", max_tokens=12) == fast.generate("def f(x):", max_tokens=12)
     with pytest.raises(ModelLoadError, match="bfloat16"):
         load(path, int4_decode=True)  # float32
+    layer = packed[0]
+    x = torch.randn(1, layer.in_features).bfloat16()
+    with torch.inference_mode():
+        assert layer.int4.applies(x)
+    with torch.no_grad():
+        layer.weight.zero_()  # as training or load_state_dict would: the planes are stale now
+    with torch.inference_mode():
+        assert not layer.int4.applies(x) and not layer(x).any()
 
 
 def test_hf_to_gguf_runs_in_llama_cpp_with_matching_logits(f32_gguf):

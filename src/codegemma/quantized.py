@@ -68,20 +68,28 @@ def _linear(model: nn.Module, name: str, shape: tuple[int, int]) -> tuple[nn.Mod
 class Int4Planes(nn.Module):
     """x @ W.T for W given as int4 planes: sum over planes of (u - 8) * scale + zero, per 32-value group.
 
-    Buffers only, none persistent: state dicts and checkpoints never see the planes.
+    Buffers only, none persistent: state dicts and checkpoints never see the planes. They are a copy
+    of `source` (the dense weight) as loaded; once anything writes to it (training, load_state_dict),
+    its version moves on and the planes stand aside for good.
     """
 
     def __init__(self, planes: list[tuple[torch.Tensor, torch.Tensor]], out_features: int) -> None:
         super().__init__()
         self.n_planes, self.out_features = len(planes), out_features
+        self._source: list[torch.Tensor] = []  # a list, so the weight is not registered twice
+        self._version = -1
         for i, (packed, scales_zeros) in enumerate(planes):
             self.register_buffer(f"packed{i}", packed, persistent=False)
             self.register_buffer(f"scales_zeros{i}", scales_zeros, persistent=False)
 
+    def track(self, source: torch.Tensor) -> None:
+        self._source, self._version = [source], source._version
+
     def applies(self, x: torch.Tensor) -> bool:
-        """Decoding-sized bf16 CPU inputs outside autograd (the kernel has no backward)."""
+        """Decoding-sized bf16 CPU inputs outside autograd (the kernel has no backward), planes current."""
         return (x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.is_grad_enabled()
-                and x.numel() <= DECODE_ROWS * x.shape[-1])
+                and x.numel() <= DECODE_ROWS * x.shape[-1]
+                and bool(self._source) and self._source[0]._version == self._version)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
@@ -156,6 +164,7 @@ def install_int4(model: nn.Module, name: str, raw: torch.Tensor, type_name: str)
     planes = int4_planes(raw, type_name, weight.shape[0], weight.shape[1])
     if planes is None:
         return False
+    planes.track(weight)
     if name == "model.embed_tokens.weight":
         model.decode_head = planes
     else:

@@ -265,3 +265,21 @@ def test_imports_in_every_language(lang, source, expected):
     from codegemma.data.languages import imports
     got = imports(lang, source)
     assert all(e in got for e in expected), got
+
+
+def test_token_stream_windows_span_shards_without_concatenating():
+    import numpy as np
+
+    from codegemma.data.shards import TokenStream
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 1000, n).astype(np.uint32) for n in (5, 0, 17, 1, 40)]
+    whole = np.concatenate(arrays)
+    stream = TokenStream(arrays)
+    assert stream.size == whole.size and stream.max() == int(whole.max())
+    for start in range(whole.size):
+        for length in (1, 3, 7, whole.size - start):
+            if start + length <= whole.size:
+                assert np.array_equal(stream.window(start, length), whole[start:start + length])
+    with pytest.raises(IndexError):
+        stream.window(whole.size - 2, 3)

@@ -63,9 +63,42 @@ class TokenShards:
     def tokens(self) -> int:
         return sum(a.size for a in self.arrays)
 
+    def stream(self) -> TokenStream:
+        return TokenStream(self.arrays)
+
     def sequences(self, seq_len: int, start: int = 0) -> Iterator[np.ndarray]:
         """Consecutive windows of seq_len tokens over all shards in order, from token `start` (a trainer's
         data position); the incomplete tail is dropped."""
-        stream = np.concatenate(self.arrays) if len(self.arrays) != 1 else self.arrays[0]
+        stream = self.stream()
         for i in range(start, stream.size - seq_len + 1, seq_len):
-            yield np.asarray(stream[i:i + seq_len])
+            yield stream.window(i, seq_len)
+
+
+class TokenStream:
+    """Several shards' tokens as one sequence, read window by window: never concatenated in memory."""
+
+    def __init__(self, arrays: list[np.ndarray]) -> None:
+        self.arrays = [a for a in arrays if a.size]
+        self.offsets = np.cumsum([0] + [a.size for a in self.arrays])  # shard i starts at offsets[i]
+
+    @property
+    def size(self) -> int:
+        return int(self.offsets[-1])
+
+    def max(self) -> int:
+        return max((int(a.max()) for a in self.arrays), default=0)
+
+    def window(self, start: int, length: int) -> np.ndarray:
+        """Tokens [start, start + length) as a new uint32 array; a window may span shards."""
+        if start < 0 or start + length > self.size:
+            raise IndexError(f"window [{start}, {start + length}) outside {self.size} tokens")
+        out = np.empty(length, np.uint32)
+        shard = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        filled = 0
+        while filled < length:
+            a, offset = self.arrays[shard], start + filled - int(self.offsets[shard])
+            take = min(length - filled, a.size - offset)
+            out[filled:filled + take] = a[offset:offset + take]
+            filled += take
+            shard += 1
+        return out

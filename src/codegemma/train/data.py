@@ -37,21 +37,21 @@ class PretrainData:
             shards = TokenShards(folder)
         except ShardError as exc:
             raise TrainDataError(str(exc)) from exc
-        stream = np.concatenate([np.asarray(a) for a in shards.arrays]) if shards.arrays else np.zeros(0, np.uint32)
+        stream = shards.stream()  # memory-mapped: a corpus larger than memory trains too
         n = (stream.size - 1) // seq_len
         if n < 2:
             raise TrainDataError(f"{folder}: {stream.size} tokens are not enough for two sequences of {seq_len}")
-        if int(stream.max()) >= vocab_size:
-            raise TrainDataError(f"{folder}: token id {int(stream.max())} is beyond the model's vocabulary "
-                                 f"({vocab_size})")
-        self.stream, self.seq_len, self.seed = stream.astype(np.int64), seq_len, seed
+        top = stream.max()
+        if top >= vocab_size:
+            raise TrainDataError(f"{folder}: token id {top} is beyond the model's vocabulary ({vocab_size})")
+        self.stream, self.seq_len, self.seed = stream, seq_len, seed
         ids = np.arange(n)
         held = ids % val_every == val_every - 1 if n >= val_every else ids == n - 1
         self.train_ids, self.val_ids = ids[~held], ids[held]
 
     def example(self, i: int) -> Example:
         start = i * self.seq_len
-        return Example(self.stream[start:start + self.seq_len + 1], np.ones(self.seq_len, np.float32))
+        return Example(self.stream.window(start, self.seq_len + 1).astype(np.int64), np.ones(self.seq_len, np.float32))
 
     def train_example(self, position: int) -> Example:
         epoch, k = divmod(position, len(self.train_ids))

@@ -138,8 +138,9 @@ def run(benchmark: str, cg, out: str | Path, settings: RunSettings = RunSettings
     problems = load_problems(benchmark, data_dir)[:settings.limit]
     identity = {"benchmark": benchmark, "model": cg.name, "temperature": settings.temperature,
                 "samples_per_task": settings.samples_per_task, "max_tokens": settings.max_tokens}
-    if problems and problems[0].infill:
-        identity["infill_protocol"] = infill_protocol(cg, problems[0])
+    protocol = infill_protocol(cg, problems[0]) if problems and problems[0].infill else None
+    if protocol and protocol != "fim":  # (run folders from before protocols were recorded stay resumable)
+        identity["infill_protocol"] = protocol
     _check_same_run(out, identity)
     log = ResultLog(out)
     by_id = {p.task_id: p for p in problems}
@@ -151,7 +152,7 @@ def run(benchmark: str, cg, out: str | Path, settings: RunSettings = RunSettings
                     yield p.task_id, s, generate(cg, p, s, settings)
 
     _score_stream(by_id, todo(), log, settings)
-    return write_summary(out, benchmark, cg.name, problems, log.rows, settings, identity.get("infill_protocol"))
+    return write_summary(out, benchmark, cg.name, problems, log.rows, settings, protocol)
 
 
 def read_samples(path: str | Path, problems: dict[str, Problem]) -> list[tuple[str, int, str]]:

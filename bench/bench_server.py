@@ -4,7 +4,7 @@ Time to first token for a cold ~1500-token FIM request and for the next request 
 edit, with the prefix cache and without it (a second server started with --no-prefix-cache, the
 baseline); then completion throughput with 1, 4 and 8 concurrent clients.
 
-    python bench/bench_server.py [--model default] [--threads 2]
+    python bench/bench_server.py [--model default] [--threads 2] [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -85,10 +85,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="default")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtype", default="bfloat16", help="as `make run` serves (bfloat16: int4 decode for GGUF)")
     args = p.parse_args()
     rows = []
     for label, extra in (("prefix cache", ()), ("no prefix cache (baseline)", ("--no-prefix-cache",))):
-        proc, url = start(args.model, args.threads, *extra)
+        proc, url = start(args.model, args.threads, "--dtype", args.dtype, *extra)
         try:
             cold, n = ttft(url, editor_request(False))
             edits = [ttft(url, editor_request(i % 2 == 0))[0] for i in range(4)]
@@ -98,7 +99,7 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait()
-    print(f"model {args.model}, {args.threads} threads\n")
+    print(f"model {args.model}, {args.dtype}, {args.threads} threads\n")
     print("| server | prompt tokens | cold TTFT s | TTFT after a one-character edit s |")
     print("|---|---|---|---|")
     for label, n, cold, edit in rows:

@@ -162,8 +162,9 @@ def config_from_metadata(meta: dict[str, Any], vocab_size: int, source: str) -> 
     return GemmaConfig(**values)
 
 
-def dequantize(tensor) -> torch.Tensor:
-    """A GGUF tensor as float32 in PyTorch's (out, in) layout: our kernels, else the gguf package's."""
+def dequantize(tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A GGUF tensor in PyTorch's (out, in) layout: our kernels, else the gguf package's. Values are
+    computed in float32; `dtype` is how our kernels store them."""
     from gguf.quants import dequantize as gguf_dequantize
 
     shape = tuple(int(d) for d in reversed(tensor.shape))  # GGUF lists dimensions fastest-first
@@ -174,15 +175,16 @@ def dequantize(tensor) -> torch.Tensor:
     if kind in ("F32", "F16", "BF16"):
         dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[kind]
         return raw.view(dtype).float().reshape(shape)  # .float() copies out of the map
-    values = dequantize_blocks(raw, kind, int(np.prod(shape)))
+    values = dequantize_blocks(raw, kind, int(np.prod(shape)), dtype)
     if values is None:
         values = torch.from_numpy(np.array(gguf_dequantize(tensor.data, tensor.tensor_type), dtype=np.float32))
     return values.reshape(shape)
 
 
-def iter_tensors(reader, arch: str, source: str,
-                 keep: Callable[[str, Any], bool] = lambda name, t: False) -> Iterator[tuple[str, torch.Tensor]]:
-    """(HF name, float32 tensor) for every tensor except those `keep` takes as they are."""
+def iter_tensors(reader, arch: str, source: str, keep: Callable[[str, Any], bool] = lambda name, t: False,
+                 dtype: torch.dtype = torch.float32) -> Iterator[tuple[str, torch.Tensor]]:
+    """(HF name, tensor) for every tensor except those `keep` takes as they are: float32, or `dtype`
+    (the model's) for quantized tensors, converted chunk by chunk."""
     for tensor in reader.tensors:
         name = hf_name(arch, tensor.name)
         if name is None:
@@ -193,7 +195,8 @@ def iter_tensors(reader, arch: str, source: str,
         if keep(name, tensor):
             continue
         try:
-            t = dequantize(tensor)
+            transformed = any(name.endswith(suffix) for suffix in TRANSFORMS)
+            t = dequantize(tensor, torch.float32 if transformed else dtype)
         except Exception as exc:
             raise GGUFError(f"{source}: cannot dequantize {tensor.name} ({tensor.tensor_type.name}: {exc})") from exc
         for suffix, fn in TRANSFORMS.items():
@@ -264,7 +267,7 @@ def load_gguf(path: str | Path, *, device: str | torch.device = "cpu", dtype: to
         model = GemmaForCausalLM(config)
     model = model.to(dtype)
     keep = _keeper(model, device) if keep_quantized else (lambda name, t: False)
-    tensors = iter_tensors(reader, config.model_type, source, keep)
+    tensors = iter_tensors(reader, config.model_type, source, keep, dtype=dtype)
     if keep_quantized:
         tensors = iter(list(tensors))  # swaps the kept projections in before parameters are allocated
     _materialize(model, device)

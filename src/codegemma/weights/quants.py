@@ -135,15 +135,17 @@ KERNELS: dict[str, tuple[int, int, Callable[[torch.Tensor], torch.Tensor]]] = {
 }
 
 
-def dequantize_blocks(raw: torch.Tensor, type_name: str, n_values: int) -> torch.Tensor | None:
-    """float32 values of a quantized tensor's raw bytes, or None when this type has no kernel here."""
+def dequantize_blocks(raw: torch.Tensor, type_name: str, n_values: int,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+    """The values of a quantized tensor's raw bytes (computed in float32, stored as `dtype` chunk by
+    chunk, so a bfloat16 load never holds a float32 copy of a big tensor), or None without a kernel."""
     if type_name not in KERNELS:
         return None
     per_block, nbytes, kernel = KERNELS[type_name]
     if raw.numel() * per_block != n_values * nbytes:
         raise ValueError(f"{type_name}: {raw.numel()} bytes cannot hold {n_values} values")
     blocks = raw.reshape(-1, nbytes)
-    out = torch.empty(blocks.shape[0], per_block, dtype=torch.float32, device=raw.device)
+    out = torch.empty(blocks.shape[0], per_block, dtype=dtype, device=raw.device)
     step = 1 << 16  # bounded temporaries on big tensors
     for start in range(0, blocks.shape[0], step):
         out[start:start + step] = kernel(blocks[start:start + step])

@@ -100,6 +100,9 @@ def _score_stream(problems: dict[str, Problem], samples: Iterable[tuple[str, int
             future.result()
 
 
+FIM, LEFT_TO_RIGHT_LINE, LEFT_TO_RIGHT = "fim", "left-to-right, first line", "left-to-right, stop at the suffix"
+
+
 def infill_protocol(cg, problem: Problem) -> str:
     """How a model fills a hole: "fim" (native), else left-to-right, cut to one line for single-line sets.
 
@@ -107,8 +110,8 @@ def infill_protocol(cg, problem: Problem) -> str:
     single-line infilling (as in the InCoder and SantaCoder papers) keeps its first line.
     """
     if cg.fim_native:
-        return "fim"
-    return "left-to-right, first line" if problem.single_line else "left-to-right, stop at the suffix"
+        return FIM
+    return LEFT_TO_RIGHT_LINE if problem.single_line else LEFT_TO_RIGHT
 
 
 def generate(cg, problem: Problem, sample: int, settings: RunSettings) -> str:
@@ -118,7 +121,7 @@ def generate(cg, problem: Problem, sample: int, settings: RunSettings) -> str:
     if problem.infill:
         ids, stop_ids, stops = cg.fim_ids(problem.prompt, problem.suffix)
         max_tokens = settings.max_tokens or 128
-        line_only = infill_protocol(cg, problem) == "left-to-right, first line"
+        line_only = infill_protocol(cg, problem) == LEFT_TO_RIGHT_LINE
         if line_only:
             stops = (*stops, "\n")
     else:
@@ -139,7 +142,7 @@ def run(benchmark: str, cg, out: str | Path, settings: RunSettings = RunSettings
     identity = {"benchmark": benchmark, "model": cg.name, "temperature": settings.temperature,
                 "samples_per_task": settings.samples_per_task, "max_tokens": settings.max_tokens}
     protocol = infill_protocol(cg, problems[0]) if problems and problems[0].infill else None
-    if protocol and protocol != "fim":  # (run folders from before protocols were recorded stay resumable)
+    if protocol and protocol != FIM:  # (run folders from before protocols were recorded stay resumable)
         identity["infill_protocol"] = protocol
     _check_same_run(out, identity)
     log = ResultLog(out)

@@ -137,6 +137,11 @@ def test_info_says_fim_is_not_native(capsys):
     import json
     info = json.loads(capsys.readouterr().out)
     assert info["fim_native"] is False and info["config"]["model_type"] == "gemma3"
+    assert info["int4_decode"] == {"projections": "0 of 126", "output_head": False}  # float32: dense
+    assert main(["info", "--dtype", "bfloat16"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    # every projection but the nine Q6_K ones (16-value sub-blocks), and the Q8_0 output head
+    assert info["int4_decode"] == {"projections": "117 of 126", "output_head": True}
     assert info["tokenizer"]["special_token_ids"]["<|fim_prefix|>"] is None
 
 

@@ -156,9 +156,21 @@ def cmd_info(args: argparse.Namespace) -> int:
             "tokenizer": {"vocab_size": tok.vocab_size, "special_token_ids": special, "source": tok.source},
             "fim_native": m.fim_native,
             "completion": "fill-in-the-middle" if m.fim_native else "left-to-right (no FIM tokens)",
-            "parameters": sum(p.numel() for p in m.model.parameters())}
+            "parameters": sum(p.numel() for p in m.model.parameters()),
+            "dtype": str(m.model.dtype).removeprefix("torch."), "source_format": m.source_format,
+            "int4_decode": _int4_summary(m.model)}
     print(json.dumps(info, indent=2))
     return 0
+
+
+def _int4_summary(model) -> dict:
+    """Which projections decode through int4 planes (GGUF in bfloat16 on CPU), and whether the head does."""
+    from torch import nn
+
+    from .quantized import Int4DecodeLinear
+    packed = sum(isinstance(mod, Int4DecodeLinear) for mod in model.modules())
+    linears = sum(isinstance(mod, nn.Linear) for mod in model.modules())
+    return {"projections": f"{packed} of {linears}", "output_head": model.decode_head is not None}
 
 
 def _options_check(args: argparse.Namespace) -> None:

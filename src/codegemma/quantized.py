@@ -52,16 +52,19 @@ class QuantizedLinear(nn.Module):
 
 def swap_in(model: nn.Module, name: str, raw: torch.Tensor, type_name: str, shape: tuple[int, int]) -> None:
     """Replaces the Linear whose weight is `name` (e.g. model.layers.0.mlp.up_proj.weight)."""
-    parent, attr, old = _linear(model, name, shape)
+    parent, attr, old = _linear(model, name)
+    if (old.out_features, old.in_features) != shape:
+        raise ValueError(f"{name}: not a Linear of shape {shape}")
     setattr(parent, attr, QuantizedLinear(raw, type_name, shape[0], shape[1], old.weight.dtype))
 
 
-def _linear(model: nn.Module, name: str, shape: tuple[int, int]) -> tuple[nn.Module, str, nn.Linear]:
+def _linear(model: nn.Module, name: str) -> tuple[nn.Module, str, nn.Linear]:
+    """The parent module, attribute name and Linear whose weight is `name`."""
     path = name.removesuffix(".weight").split(".")
     parent = model.get_submodule(".".join(path[:-1]))
     old = getattr(parent, path[-1])
-    if not isinstance(old, nn.Linear) or (old.out_features, old.in_features) != shape:
-        raise ValueError(f"{name}: not a Linear of shape {shape}")
+    if not isinstance(old, nn.Linear):
+        raise ValueError(f"{name}: not a Linear")
     return parent, path[-1], old
 
 
@@ -122,9 +125,9 @@ def int4_planes(raw: torch.Tensor, type_name: str, out_features: int, in_feature
     every zero is then a power of two times the scale and exact in bfloat16. Rows are packed in
     chunks, so the temporaries stay small beside a 262k-row output head.
     """
-    if type_name not in AFFINE or out_features % 16 or in_features % GROUP:
+    if type_name not in AFFINE or out_features % 16:
         return None
-    per_block, nbytes = KERNELS[type_name][:2]
+    per_block, nbytes = KERNELS[type_name][:2]  # blocks of 32 or 256 values: whole groups
     if in_features % per_block:
         return None
     row_bytes = in_features // per_block * nbytes
@@ -157,17 +160,18 @@ def _pack_rows(raw: torch.Tensor, type_name: str, rows: int, cols: int) -> list[
 
 def install_int4(model: nn.Module, name: str, raw: torch.Tensor, type_name: str) -> bool:
     """Gives the Linear `name` (or the tied output head, for model.embed_tokens.weight) int4 decoding."""
-    if name == "model.embed_tokens.weight":
+    head = name == "model.embed_tokens.weight"
+    if head:
         weight = model.model.embed_tokens.weight
     else:
-        weight = model.get_submodule(name.removesuffix(".weight")).weight
+        parent, attr, linear = _linear(model, name)
+        weight = linear.weight
     planes = int4_planes(raw, type_name, weight.shape[0], weight.shape[1])
     if planes is None:
         return False
     planes.track(weight)
-    if name == "model.embed_tokens.weight":
+    if head:
         model.decode_head = planes
     else:
-        parent, attr, old = _linear(model, name, tuple(weight.shape))
-        setattr(parent, attr, Int4DecodeLinear(old.weight, planes))
+        setattr(parent, attr, Int4DecodeLinear(weight, planes))
     return True

@@ -162,6 +162,13 @@ def config_from_metadata(meta: dict[str, Any], vocab_size: int, source: str) -> 
     return GemmaConfig(**values)
 
 
+def raw_bytes(tensor) -> torch.Tensor:
+    """A GGUF tensor's bytes as a flat uint8 tensor over the read-only memory map (never written to)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.asarray(tensor.data).view(np.uint8).reshape(-1))
+
+
 def dequantize(tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A GGUF tensor in PyTorch's (out, in) layout: our kernels, else the gguf package's. Values are
     computed in float32; `dtype` is how our kernels store them."""
@@ -169,12 +176,10 @@ def dequantize(tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
 
     shape = tuple(int(d) for d in reversed(tensor.shape))  # GGUF lists dimensions fastest-first
     kind = tensor.tensor_type.name
-    with warnings.catch_warnings():  # read-only memory map; we never write through this view
-        warnings.simplefilter("ignore", UserWarning)
-        raw = torch.from_numpy(np.asarray(tensor.data).view(np.uint8).reshape(-1))
+    raw = raw_bytes(tensor)
     if kind in ("F32", "F16", "BF16"):
-        dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[kind]
-        return raw.view(dtype).float().reshape(shape)  # .float() copies out of the map
+        stored = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[kind]
+        return raw.view(stored).float().reshape(shape)  # .float() copies out of the map
     values = dequantize_blocks(raw, kind, int(np.prod(shape)), dtype)
     if values is None:
         values = torch.from_numpy(np.array(gguf_dequantize(tensor.data, tensor.tensor_type), dtype=np.float32))
@@ -194,15 +199,12 @@ def iter_tensors(reader, arch: str, source: str, keep: Callable[[str, Any], bool
             raise GGUFError(f"{source}: unexpected tensor {tensor.name} for architecture {arch}")
         if keep(name, tensor):
             continue
+        transform = next((fn for suffix, fn in TRANSFORMS.items() if name.endswith(suffix)), None)
         try:
-            transformed = any(name.endswith(suffix) for suffix in TRANSFORMS)
-            t = dequantize(tensor, torch.float32 if transformed else dtype)
+            t = dequantize(tensor, torch.float32 if transform else dtype)  # transforms work in float32
         except Exception as exc:
             raise GGUFError(f"{source}: cannot dequantize {tensor.name} ({tensor.tensor_type.name}: {exc})") from exc
-        for suffix, fn in TRANSFORMS.items():
-            if name.endswith(suffix):
-                t = fn(t)
-        yield name, t
+        yield name, transform(t) if transform else t
 
 
 def _keeper(model: GemmaForCausalLM, device: torch.device | str) -> Callable[[str, Any], bool]:
@@ -213,7 +215,7 @@ def _keeper(model: GemmaForCausalLM, device: torch.device | str) -> Callable[[st
         kind = tensor.tensor_type.name
         if kind not in KERNELS or not name.endswith("_proj.weight"):
             return False
-        raw = torch.from_numpy(np.array(tensor.data, copy=True).view(np.uint8).reshape(-1)).to(device)
+        raw = raw_bytes(tensor).clone().to(device)  # owned: the model outlives the map
         shape = (int(tensor.shape[1]), int(tensor.shape[0]))
         swap_in(model, name, raw, kind, shape)
         return True
@@ -277,20 +279,14 @@ def load_gguf(path: str | Path, *, device: str | torch.device = "cpu", dtype: to
     return model.eval(), tokenizer
 
 
-def _install_int4(model: GemmaForCausalLM, reader, arch: str) -> int:
-    """int4 decoding for every projection (and the tied head) whose block format packs; returns how many."""
+def _install_int4(model: GemmaForCausalLM, reader, arch: str) -> None:
+    """int4 decoding for every projection (and the tied head) whose block format packs."""
     from ..quantized import install_int4
 
-    count = 0
     for tensor in reader.tensors:
         name = hf_name(arch, tensor.name)
-        if name is None or not (name.endswith("_proj.weight") or name == "model.embed_tokens.weight"):
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            raw = torch.from_numpy(np.asarray(tensor.data).view(np.uint8).reshape(-1))
-        count += install_int4(model, name, raw, tensor.tensor_type.name)
-    return count
+        if name is not None and (name.endswith("_proj.weight") or name == "model.embed_tokens.weight"):
+            install_int4(model, name, raw_bytes(tensor), tensor.tensor_type.name)
 
 
 def _materialize(model: torch.nn.Module, device: torch.device | str) -> None:

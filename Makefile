@@ -5,7 +5,17 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test test-all lint bench install install-test clean
+# The test and benchmark reference, llama.cpp through llama-cpp-python, is built from source with
+# explicit flags instead of natively: a native build on an Intel CPU with AMX (Sapphire Rapids class)
+# compiles in ggml's AMX kernels, which crash on the first batched evaluation of a Q4_K_M model
+# (llama.cpp issue 20824). scripts/llama_cpp_cmake_args.py turns GGML_NATIVE and AMX off and each
+# AVX/AVX2/AVX-512 family on only where the CPU reports it. The wheel is kept in a folder named after
+# those flags, so a machine with another CPU builds its own and a new .venv reuses it.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := $(shell python3 scripts/llama_cpp_cmake_args.py)
+LLAMA_WHEELS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/codegemma/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell echo "$(LLAMA_CMAKE_ARGS)" | sha256sum | cut -c1-12)
+
+.PHONY: run test test-all lint bench install install-test llama-cpp clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,9 +24,19 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
-$(TEST_STAMP): $(STAMP)
+$(TEST_STAMP): $(STAMP) scripts/llama_cpp_cmake_args.py
+	$(MAKE) llama-cpp
 	$(PIP) install -q -e '.[test]'
 	touch $@
+
+# --no-cache-dir: pip's own wheel cache ignores CMAKE_ARGS and would hand back a native build.
+llama-cpp: $(STAMP)
+	@echo "llama-cpp-python $(LLAMA_CPP_VERSION) with CMAKE_ARGS=$(LLAMA_CMAKE_ARGS)"
+	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel -q --no-deps --no-cache-dir -w $(LLAMA_WHEELS) \
+		llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(PIP) install -q --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-*.whl
+	$(PIP) install -q $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 
 install: $(STAMP)
 install-test: $(TEST_STAMP)
@@ -31,7 +51,7 @@ test-all: $(TEST_STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: $(TEST_STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
 
 bench: $(TEST_STAMP)
 	for b in bench_core bench_gguf bench_server bench_eval bench_data bench_train; do $(PY) bench/$$b.py || exit 1; done

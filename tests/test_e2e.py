@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SHARED_DATA
+from conftest import ROOT
 
 
 @pytest.mark.slow
 def test_end_to_end_fim_training(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "e2e_train_fim.py"), "--out", str(tmp_path / "e2e"),
-                           "--minutes", "2", "--limit", "30", "--data-dir", str(SHARED_DATA)],
+                           "--minutes", "2", "--limit", "30"],
                           capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(Path(tmp_path / "e2e" / "e2e.json").read_text())

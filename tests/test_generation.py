@@ -73,9 +73,17 @@ def test_seeded_generation_reproducible(m):
 
 
 def test_max_tokens_and_finish_reason(m):
-    out = m.run([m.tokenizer.encode("class A:")], Options(max_tokens=5, stop_ids=()))[0]
-    assert out.completion_tokens <= 5
-    assert out.finish_reason in ("length", "stop")
+    """Reaching max_tokens is "length"; a stop id is "stop", and the stop token is the last one counted."""
+    prompt = m.tokenizer.encode("class A:")
+    free = m.run([prompt], Options(max_tokens=40))[0]
+    assert m.tokenizer.eos_id not in free.token_ids[:5] and len(free.token_ids) > 5
+    short = m.run([prompt], Options(max_tokens=5))[0]
+    assert (short.finish_reason, short.completion_tokens, short.token_ids) == ("length", 5, free.token_ids[:5])
+    target = free.token_ids[3]
+    cut = free.token_ids.index(target) + 1
+    stopped = m.run([prompt], Options(max_tokens=40, stop_ids=(target,)))[0]
+    assert (stopped.finish_reason, stopped.token_ids) == ("stop", free.token_ids[:cut])
+    assert stopped.text == m.tokenizer.decode(free.token_ids[:cut - 1])
     assert m.run([m.tokenizer.encode("x")], Options(max_tokens=0))[0].completion_tokens == 0
 
 
@@ -104,7 +112,20 @@ def test_fim_completion_stops_at_sentinels(m):
 
 
 def test_chat_stops_at_end_of_turn(m):
-    reply = m.chat([{"role": "user", "content": "hello"}], max_tokens=30)
+    """chat() ends at the first <end_of_turn>: the same as the free continuation cut there."""
+    messages = [{"role": "user", "content": "hello"}]
+    ids = m.chat_ids(messages)
+    end = m.tokenizer.token_id("<end_of_turn>")
+    # a random tiny model rarely writes <end_of_turn> by itself: pick a prompt whose continuation does
+    for n in range(1, 200):
+        free = m.run([ids], Options(max_tokens=60))[0].token_ids
+        if end in free:
+            break
+        messages = [{"role": "user", "content": "hello " * n}]
+        ids = m.chat_ids(messages)
+    assert end in free, "no prompt found whose continuation contains <end_of_turn>"
+    reply = m.chat(messages, max_tokens=60)
+    assert reply == m.tokenizer.decode(free[:free.index(end)])
     assert "<end_of_turn>" not in reply and "<start_of_turn>" not in reply
 
 

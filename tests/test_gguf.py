@@ -250,3 +250,34 @@ def test_unsupported_architecture(tmp_path):
     w.close()
     with pytest.raises(GGUFError, match="unsupported architecture 'llama'"):
         load_gguf(tmp_path / "llama.gguf")
+
+
+def test_reading_a_gguf_leaves_numpy_memmap_alone(tmp_path):
+    """The fast parse (a plain view of the map) is confined to our reader: other threads keep np.memmap."""
+    import threading
+
+    from codegemma.default_model import default_model_path
+    from codegemma.weights.gguf import open_gguf
+
+    path = default_model_path()  # 262k tokens: the parse takes about a second
+    real, swapped = np.memmap, []
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            import gguf.gguf_reader as gguf_reader
+            if np.memmap is not real or gguf_reader.np.memmap is not real:
+                swapped.append(True)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        reader = open_gguf(path)
+    finally:
+        done.set()
+        watcher.join()
+    assert not swapped
+    assert type(reader.data) is np.ndarray and len(reader.tensors) > 0
+    shard = tmp_path / "x.bin"
+    np.arange(4, dtype=np.uint32).tofile(shard)
+    assert isinstance(np.memmap(shard, dtype=np.uint32, mode="r"), np.memmap)

@@ -103,7 +103,18 @@ def test_half_precision_close_to_float32(tiny_checkpoint, dtype):
 
 
 def test_embedding_scale_is_cast_to_activation_dtype():
-    """sqrt(3072) = 55.4256 becomes 55.5 in bfloat16: the normaliser is rounded like the activations."""
+    """sqrt(3072) = 55.4256 becomes 55.5 in bfloat16: the model scales its embeddings by the rounded factor."""
+    from codegemma.model import GemmaForCausalLM
+
     cfg = GemmaConfig(hidden_size=3072, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1,
-                      num_key_value_heads=1, head_dim=4, vocab_size=4)
-    assert torch.tensor(cfg.embed_scale, dtype=torch.bfloat16).item() == 55.5
+                      num_key_value_heads=1, head_dim=4, vocab_size=16)
+    torch.manual_seed(0)
+    model = GemmaForCausalLM(cfg).to(torch.bfloat16).eval()
+    seen = []
+    model.model.layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    ids = torch.arange(16)[None]
+    with torch.no_grad():
+        model(ids)
+        embedded = model.model.embed_tokens(ids)
+    assert torch.equal(seen[0], embedded * torch.tensor(55.5, dtype=torch.bfloat16))
+    assert not torch.equal(seen[0], (embedded.float() * cfg.hidden_size ** 0.5).to(torch.bfloat16))

@@ -1,11 +1,24 @@
-"""Prompt formats byte-exact against the facts document's examples."""
+"""Prompt formats byte-exact against the CodeGemma report's examples (arXiv 2406.11409, section 2.1), and the one
+builder of FIM ids: layouts, context files, the left-to-right fallback and truncation nearest the cursor."""
 
 from __future__ import annotations
 
 import pytest
 
-from codegemma.prompts import ContextFile, PromptError, chat_prompt, encode_prompt, fim_prompt, render
-from codegemma.tokenizer import from_tokenizer_json
+from codegemma.prompts import (
+    ContextFile,
+    FimRequest,
+    PromptError,
+    PromptTooLong,
+    build_fim,
+    chat_prompt,
+    chat_turns,
+    encode_prompt,
+    fim_prompt,
+    left_to_right_prompt,
+    render,
+)
+from codegemma.tokenizer import Tokenizer, from_tokenizer_json
 
 PREFIX = "def add(a, b):\n    "
 SUFFIX = "\n\nprint(add(1, 2))\n"
@@ -77,3 +90,66 @@ def test_encoded_prompt_has_one_bos_and_single_special_ids(tok_folder):
     assert encode_prompt(tok, plain) == tok.encode(render(plain), parse_special=True)
     chat = encode_prompt(tok, chat_prompt([{"role": "user", "content": "hi"}]))
     assert chat[:2] == [2, 106] and chat.count(2) == 1 and chat.count(107) == 1
+
+
+@pytest.fixture(scope="module")
+def tok(tok_folder):
+    return from_tokenizer_json(tok_folder / "tokenizer.json")
+
+
+@pytest.fixture(scope="module")
+def no_fim(tok):
+    """The same vocabulary without FIM tokens (as the default model's)."""
+    specials = {k: v for k, v in tok.specials.items() if "fim" not in k}
+    return Tokenizer(tok.pieces, specials, tok._plain, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id)
+
+
+CTX = (ContextFile("utils.py", "def helper():\n    return 1\n"), ContextFile("b.py", "B = 2\n"))
+
+
+@pytest.mark.parametrize("mode", ["psm", "spm", "spm-bavarian"])
+def test_build_fim_ids_are_the_rendered_prompt(tok, mode):
+    req = FimRequest(PREFIX, SUFFIX, "main.py", CTX, mode, middle_start="re")
+    fim = build_fim(tok, req)
+    prompt = fim_prompt(PREFIX, SUFFIX, path="main.py", mode=mode, context=CTX, middle_start="re")
+    assert fim.native and not fim.truncated and fim.stop == ()
+    assert fim.ids == encode_prompt(tok, prompt)
+    assert set(fim.stop_ids) == {1, 67, 68, 69, 70, 107}
+
+
+def test_left_to_right_fallback(no_fim):
+    fim = build_fim(no_fim, FimRequest(PREFIX, SUFFIX, "main.py", CTX))
+    text = "utils.py\ndef helper():\n    return 1\n\n\nb.py\nB = 2\n\n\nmain.py\n" + PREFIX
+    assert render(left_to_right_prompt(PREFIX, path="main.py", context=CTX)) == text
+    assert not fim.native and fim.stop == ("\nprint(add(1, 2))",)
+    assert fim.ids == encode_prompt(no_fim, left_to_right_prompt(PREFIX, path="main.py", context=CTX))
+    assert 67 not in fim.ids and 69 not in fim.ids
+    with pytest.raises(PromptError, match="unknown FIM mode"):
+        build_fim(no_fim, FimRequest("a", mode="pms"))
+
+
+def test_budget_drops_far_context_first_then_cuts_near_the_cursor(tok):
+    enc = lambda text: tok.encode(text, bos=False)  # noqa: E731
+    prefix, suffix = "".join(f"a{i} = {i}\n" for i in range(60)), "".join(f"b{i} = {i}\n" for i in range(60))
+    full = build_fim(tok, FimRequest(prefix, suffix, context=CTX))
+    files = [enc(f"{f.path}\n{f.text}") + [70] for f in CTX]
+    # room for the nearer file only: the farther one (first) goes, the code is untouched
+    fits_one = len(full.ids) - len(files[0])
+    one = build_fim(tok, FimRequest(prefix, suffix, context=CTX), budget=fits_one)
+    assert one.truncated and one.ids == [2] + files[1] + full.ids[1 + len(files[0]) + len(files[1]):]
+    # no room for files: both go, then 3/4 of the rest keeps the prefix's end and 1/4 the suffix's start
+    budget = 4 + 40
+    cut = build_fim(tok, FimRequest(prefix, suffix, context=CTX), budget=budget)
+    pre, suf = enc(prefix), enc(suffix)
+    assert cut.truncated and len(cut.ids) == budget
+    assert cut.ids == [2, 67, *pre[-30:], 69, *suf[:10], 68]
+    with pytest.raises(PromptTooLong, match="too small"):
+        build_fim(tok, FimRequest(prefix, suffix, path="a/very/long/path/name.py"), budget=5)
+
+
+def test_chat_turns_for_training_may_end_with_the_model():
+    msgs = [{"role": "system", "content": " S "}, {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a"}]
+    assert chat_turns(msgs, open_turn=False) == [("user", "S\n\nq"), ("model", "a")]
+    with pytest.raises(PromptError, match="last message"):
+        chat_turns(msgs)

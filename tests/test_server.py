@@ -13,7 +13,8 @@ import pytest
 import uvicorn
 
 from codegemma import load
-from codegemma.api import suffix_stops
+from codegemma.api import Options
+from codegemma.prompts import ContextFile
 from codegemma.server import create_app
 from codegemma.server.engine import IndentStop
 
@@ -58,7 +59,13 @@ def live(cg):
 
 
 def expected_fim(cg, max_tokens: int) -> str:
-    return cg.complete(PREFIX, SUFFIX, max_tokens=max_tokens, stop=suffix_stops(SUFFIX))
+    return cg.complete(PREFIX, SUFFIX, max_tokens=max_tokens)
+
+
+def api_completion(cg, max_tokens: int):
+    """The API's completion of PREFIX/SUFFIX, with its finish reason and token count."""
+    fim = cg.fim_ids(PREFIX, SUFFIX)
+    return cg.run([fim.ids], Options(max_tokens=max_tokens, stop_ids=fim.stop_ids))[0]
 
 
 def test_openai_fim_completion(live, cg):
@@ -68,7 +75,8 @@ def test_openai_fim_completion(live, cg):
     text = out.choices[0].text
     assert text == expected_fim(cg, 24)
     assert not any(s in text for s in SENTINELS)
-    assert out.usage.completion_tokens >= 1 and out.choices[0].finish_reason in ("stop", "length")
+    api = api_completion(cg, 24)
+    assert (out.choices[0].finish_reason, out.usage.completion_tokens) == (api.finish_reason, api.completion_tokens)
     assert [m.id for m in client.models.list()] == ["tiny"]
 
 
@@ -77,7 +85,7 @@ def test_openai_streaming_and_chat(live, cg):
     client = OpenAI(base_url=f"{live.url}/v1", api_key="unused")
     chunks = list(client.completions.create(model="tiny", prompt=PREFIX, suffix=SUFFIX, max_tokens=24, stream=True))
     assert "".join(c.choices[0].text for c in chunks) == expected_fim(cg, 24)
-    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert chunks[-1].choices[0].finish_reason == api_completion(cg, 24).finish_reason
     messages = [{"role": "user", "content": "hello"}]
     reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=12)
     assert reply.choices[0].message.content == cg.chat(messages, max_tokens=12)
@@ -133,7 +141,7 @@ def test_prefix_cache_reuse_gives_the_same_answer(live, cg):
     edited = {**body, "input_prefix": prefix + "x"}
     second = httpx.post(f"{live.url}/infill", json=edited).json()
     assert second["tokens_cached"] > 0.8 * second["tokens_evaluated"]
-    fresh = cg.complete(prefix + "x", "\n", max_tokens=16, stop=suffix_stops("\n"))
+    fresh = cg.complete(prefix + "x", "\n", max_tokens=16)
     assert second["content"] == fresh and first["tokens_cached"] < second["tokens_cached"]
 
 
@@ -282,3 +290,41 @@ def test_schema_fuzz_finds_no_server_errors(cg):
     paths = {p for p, _ in statuses}
     assert {"/v1/completions", "/v1/chat/completions", "/api/generate", "/infill", "/completion"} <= paths
     assert any(200 <= c < 300 for _, c in statuses) and any(400 <= c < 500 for _, c in statuses)
+
+
+CONTEXT = (ContextFile("util.py", "def helper():\n    return 1\n"), ContextFile("b.py", "B = 2\n"))
+
+
+def dialect_requests(context: bool) -> dict[str, tuple[str, dict]]:
+    """The same completion as each dialect asks for it (llama.cpp's /infill is the one that carries files)."""
+    extra = [{"filename": f.path, "text": f.text} for f in CONTEXT] if context else []
+    out = {"llama.cpp /infill": ("/infill", {"input_prefix": PREFIX, "input_suffix": SUFFIX, "input_extra": extra,
+                                             "n_predict": 4})}
+    if not context:
+        out["OpenAI /v1/completions"] = ("/v1/completions", {"prompt": PREFIX, "suffix": SUFFIX, "max_tokens": 4})
+        out["Ollama /api/generate"] = ("/api/generate", {"prompt": PREFIX, "suffix": SUFFIX, "stream": False,
+                                                         "options": {"num_predict": 4}})
+    return out
+
+
+def assert_dialects_send_the_api_ids(server: LiveServer, cg) -> None:
+    for context in (False, True):
+        expected = cg.fim_ids(PREFIX, SUFFIX, context=CONTEXT if context else ()).ids
+        for dialect, (path, body) in dialect_requests(context).items():
+            assert httpx.post(f"{server.url}{path}", json=body, timeout=60).status_code == 200
+            assert server.engine.recent[-1] == expected, f"{dialect}, context files: {context}"
+
+
+def test_every_dialect_sends_the_ids_the_api_builds(live, cg):
+    assert cg.fim_native
+    assert_dialects_send_the_api_ids(live, cg)
+
+
+def test_every_dialect_sends_the_api_ids_without_fim_tokens(default_model):
+    """The default model has no FIM tokens: context files and prefix are continued left to right."""
+    assert not default_model.fim_native
+    server = LiveServer(create_app(default_model, name="default", ctx=1024, parallel=2))
+    try:
+        assert_dialects_send_the_api_ids(server, default_model)
+    finally:
+        server.stop()

@@ -213,3 +213,28 @@ def test_activation_checkpointing_gives_the_same_losses(tmp_path):
     train(tiny_config(tmp_path / "plain", data, steps=3, eval_every=3, save_every=3))
     train(tiny_config(tmp_path / "ckpt", data, steps=3, eval_every=3, save_every=3, activation_checkpointing=True))
     assert losses(tmp_path / "ckpt") == pytest.approx(losses(tmp_path / "plain"), abs=1e-5)
+
+
+def test_from_scratch_the_vocabulary_fits_the_tokenizer_and_the_data(tmp_path):
+    """Shards built with a 702-token tokenizer train from the `tiny` preset (512 tokens) without an error."""
+    import sysconfig
+
+    from codegemma.cli import main
+    from codegemma.testing import train_sentencepiece
+
+    train_sentencepiece(tmp_path / "tok", vocab_size=702)
+    repo = tmp_path / "repos" / "r"
+    repo.mkdir(parents=True)
+    for name in ("textwrap.py", "bisect.py"):
+        shutil.copy(Path(sysconfig.get_paths()["stdlib"]) / name, repo / name)
+    shards = tmp_path / "shards"
+    assert main(["data", "build", str(tmp_path / "repos"), "--out", str(shards), "--tokenizer", str(tmp_path / "tok"),
+                 "--seq-len", "256", "--no-decontaminate"]) == 0
+    stream = np.concatenate([np.fromfile(p, dtype=np.uint32) for p in shards.glob("shard-*.bin")])
+    assert 512 <= stream.max() < 702  # ids the preset's vocabulary could not hold
+    for extra in (["--tokenizer", str(tmp_path / "tok")], []):
+        out = tmp_path / f"run{len(extra)}"
+        assert main(["train", "--config", "tiny", "--data", str(shards), "--out", str(out), "--steps", "2",
+                     "--batch-size", "2", "--seq-len", "64", "--eval-every", "2", "--save-every", "2", *extra]) == 0
+        config = json.loads((out / "final" / "config.json").read_text())
+        assert config["vocab_size"] == 704  # 702 padded to a multiple of 64

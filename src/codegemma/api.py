@@ -12,16 +12,21 @@ import torch
 from .config import GemmaConfig
 from .generate import GenerationSettings, SamplingParams, TextEvent, stream_text
 from .model import GemmaForCausalLM
-from .prompts import FIM_STOP_TOKENS, ContextFile, chat_prompt, encode_prompt, fim_prompt, stop_token_ids
-from .tokenizer import END_OF_TURN, Tokenizer, load_tokenizer
+from .prompts import (
+    ContextFile,
+    FimPrompt,
+    FimRequest,
+    build_fim,
+    chat_prompt,
+    chat_stop_ids,
+    encode_prompt,
+)
+from .sources import ModelLoadError, resolve
+from .tokenizer import Tokenizer, load_tokenizer
 from .weights import CheckpointError, load_hf_folder
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class ModelLoadError(ValueError):
-    """A model path or option that cannot be loaded."""
 
 
 @dataclass
@@ -114,19 +119,9 @@ class CodeGemma:
 
     # Fill-in-the-middle.
     def fim_ids(self, prefix: str, suffix: str = "", *, path: str | None = None, mode: str = "psm",
-                context: Sequence[ContextFile] = ()) -> tuple[list[int], tuple[int, ...], tuple[str, ...]]:
-        """Prompt ids, stop ids and stop strings for a completion between prefix and suffix."""
-        if not self.fim_native:
-            return self._left_to_right_ids(prefix, suffix, path=path, context=context)
-        prompt = fim_prompt(prefix, suffix, path=path, mode=mode, context=context)
-        return (encode_prompt(self.tokenizer, prompt), tuple(stop_token_ids(self.tokenizer, FIM_STOP_TOKENS)), ())
-
-    def _left_to_right_ids(self, prefix: str, suffix: str, *, path: str | None,
-                           context: Sequence[ContextFile]) -> tuple[list[int], tuple[int, ...], tuple[str, ...]]:
-        """A model without FIM tokens continues the prefix and stops where the suffix begins."""
-        parts = [f"{f.path}\n{f.text}\n\n" for f in context] + ([f"{path}\n"] if path else []) + [prefix]
-        ids = self.tokenizer.encode("".join(parts), bos=True)
-        return ids, tuple(stop_token_ids(self.tokenizer, FIM_STOP_TOKENS)), suffix_stops(suffix)
+                context: Sequence[ContextFile] = (), middle_start: str = "") -> FimPrompt:
+        """Prompt ids and stops for a completion between prefix and suffix (left to right without FIM tokens)."""
+        return build_fim(self.tokenizer, FimRequest(prefix, suffix, path, tuple(context), mode, middle_start))
 
     def complete(self, prefix: str, suffix: str = "", *, path: str | None = None, mode: str = "psm",
                  context: Sequence[ContextFile] = (), **options: Any) -> str:
@@ -135,11 +130,11 @@ class CodeGemma:
 
     def stream_complete(self, prefix: str, suffix: str = "", *, path: str | None = None, mode: str = "psm",
                         context: Sequence[ContextFile] = (), **options: Any) -> Iterator[str]:
-        ids, stop_ids, stops = self.fim_ids(prefix, suffix, path=path, mode=mode, context=context)
+        fim = self.fim_ids(prefix, suffix, path=path, mode=mode, context=context)
         options.setdefault("max_tokens", 128)
         opts = Options(**options)
-        opts = replace(opts, stop_ids=tuple(opts.stop_ids) + stop_ids, stop=tuple(opts.stop) + stops)
-        return (ev.text for ev in self.stream_ids([ids], opts) if ev.text)
+        opts = replace(opts, stop_ids=tuple(opts.stop_ids) + fim.stop_ids, stop=tuple(opts.stop) + fim.stop)
+        return (ev.text for ev in self.stream_ids([fim.ids], opts) if ev.text)
 
     # Chat.
     def chat_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
@@ -151,17 +146,8 @@ class CodeGemma:
     def stream_chat(self, messages: Sequence[Mapping[str, str]], **options: Any) -> Iterator[str]:
         ids = self.chat_ids(messages)
         opts = Options(**options)
-        end = self.tokenizer.token_id(END_OF_TURN)
-        opts = replace(opts, stop_ids=tuple(opts.stop_ids) + ((end,) if end is not None else ()))
+        opts = replace(opts, stop_ids=tuple(opts.stop_ids) + chat_stop_ids(self.tokenizer))
         return (ev.text for ev in self.stream_ids([ids], opts) if ev.text)
-
-
-def suffix_stops(suffix: str) -> tuple[str, ...]:
-    """Stop strings for left-to-right completion: the suffix's first non-blank line, at a line start."""
-    for line in suffix.splitlines():
-        if line.strip():
-            return ("\n" + line,)
-    return ()
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -209,24 +195,15 @@ def load(path: str | Path = "default", *, device: str | torch.device = "cpu",
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    if str(path) == "default":
-        from .default_model import default_model_path
-        path = default_model_path()
-    path = Path(path)
-    if path.is_dir():
-        try:
-            model = load_hf_folder(path, device=dev, dtype=dt)
-        except CheckpointError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        return CodeGemma(model, load_tokenizer(path), name=path.name, source_format="safetensors")
-    if path.suffix == ".gguf" and path.is_file():
-        from .weights.gguf import load_gguf
-        try:
-            model, tokenizer = load_gguf(path, device=dev, dtype=dt, keep_quantized=keep_quantized,
+    source = resolve(path)
+    try:
+        if source.kind == "hf":
+            model, tokenizer = load_hf_folder(source.path, device=dev, dtype=dt), load_tokenizer(source.path)
+        else:
+            from .weights.gguf import load_gguf
+            model, tokenizer = load_gguf(source.path, device=dev, dtype=dt, keep_quantized=keep_quantized,
                                          int4_decode=_int4_decode(int4_decode, dev, dt, keep_quantized))
-        except CheckpointError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        return CodeGemma(model, tokenizer, name=path.stem, source_format="gguf")
-    if not path.exists():
-        raise ModelLoadError(f"{path}: no such file or folder")
-    raise ModelLoadError(f"{path}: expected a Hugging Face folder (config.json + safetensors) or a .gguf file")
+    except CheckpointError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    return CodeGemma(model, tokenizer, name=source.name,
+                     source_format="safetensors" if source.kind == "hf" else "gguf")

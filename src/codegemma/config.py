@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import CodeGemmaError
+
 SLIDING = "sliding_attention"
 FULL = "full_attention"
 ARCHITECTURES = ("gemma", "gemma2", "gemma3")
 
 
-class ConfigError(ValueError):
+class ConfigError(CodeGemmaError, ValueError):
     """A config.json or preset that cannot describe a Gemma model."""
 
 
@@ -121,6 +123,9 @@ class GemmaConfig:
         values.update(_layer_types_from_hf(raw, model_type))
         if model_type == "gemma":
             values.pop("query_pre_attn_scalar", None)
+        if values.get("tie_word_embeddings") is False:
+            raise ConfigError("tie_word_embeddings is false: this checkpoint has its own output head (lm_head), "
+                              "and every Gemma model ties the head to the embedding; codegemma does not load it")
         extra = {k: v for k, v in raw.items() if k not in known}
         try:
             return cls(model_type=model_type, extra=extra, **values)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import CodeGemmaError
+
 FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"
 FILE_SEPARATOR = "<|file_separator|>"
 START_OF_TURN, END_OF_TURN = "<start_of_turn>", "<end_of_turn>"
@@ -21,7 +23,7 @@ _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 SPACE = "\u2581"  # SentencePiece's visible space
 
 
-class TokenizerError(ValueError):
+class TokenizerError(CodeGemmaError, ValueError):
     """A tokenizer file that cannot be read, or one without a token this project needs."""
 
 
@@ -218,17 +220,3 @@ def from_sentencepiece(path: str | Path) -> Tokenizer:
 
 def _valid(i: int) -> int | None:
     return i if i >= 0 else None
-
-
-def load_any_tokenizer(spec: str | Path) -> Tokenizer:
-    """A tokenizer alone from a Hugging Face folder, a .gguf file or "default", without loading weights."""
-    if str(spec) == "default":
-        from .default_model import default_model_path
-        spec = default_model_path()
-    path = Path(spec)
-    if path.is_dir():
-        return load_tokenizer(path)
-    if path.suffix == ".gguf" and path.is_file():
-        from .weights.gguf import metadata, open_gguf, tokenizer_from_metadata
-        return tokenizer_from_metadata(metadata(open_gguf(path)), str(path))
-    raise TokenizerError(f"{spec}: expected a model folder, a .gguf file or 'default'")

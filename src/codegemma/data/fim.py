@@ -12,7 +12,9 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from ..tokenizer import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, Tokenizer, TokenizerError
+from ..prompts import Prompt, encode_prompt, fim_layout
+from ..prompts import render as render_prompt
+from ..tokenizer import Tokenizer, TokenizerError
 from .languages import language_of, syntax_points
 
 
@@ -53,28 +55,20 @@ def split(text: str, path: str, rng: random.Random, settings: FimSettings) -> Sp
     return Split(mode, text[:start], text[start:end], text[end:])
 
 
+def fim_segments(s: Split, layout: str = "spm") -> Prompt:
+    """A split file as prompt segments: its FIM layout (PSM, or `layout` for SPM), then the middle."""
+    if s.mode == "none":
+        return [s.prefix]
+    return fim_layout("psm" if s.mode == "psm" else layout, s.prefix, s.suffix) + [s.middle]
+
+
 def fim_tokens(tokenizer: Tokenizer, s: Split, layout: str = "spm") -> list[int]:
     """Token ids of a split file; parts are encoded separately, never parsing special tokens."""
-    enc = lambda t: tokenizer.encode(t, bos=False) if t else []  # noqa: E731
-    if s.mode == "none":
-        return enc(s.prefix)
-    fim = tokenizer.fim
-    if fim is None:
+    if s.mode != "none" and tokenizer.fim is None:
         raise TokenizerError("the tokenizer has no FIM tokens; use --fim-rate 0 or a CodeGemma tokenizer")
-    P, M, S = fim.prefix, fim.middle, fim.suffix
-    if s.mode == "psm":
-        return [P, *enc(s.prefix), S, *enc(s.suffix), M, *enc(s.middle)]
-    if layout == "spm-bavarian":
-        return [P, S, *enc(s.suffix), M, *enc(s.prefix), *enc(s.middle)]
-    return [S, *enc(s.suffix), P, *enc(s.prefix), M, *enc(s.middle)]
+    return encode_prompt(tokenizer, fim_segments(s, layout), bos=False)
 
 
 def render(s: Split, layout: str = "spm") -> str:
     """The same as text, for --keep-text and tests."""
-    if s.mode == "none":
-        return s.prefix
-    if s.mode == "psm":
-        return f"{FIM_PREFIX}{s.prefix}{FIM_SUFFIX}{s.suffix}{FIM_MIDDLE}{s.middle}"
-    if layout == "spm-bavarian":
-        return f"{FIM_PREFIX}{FIM_SUFFIX}{s.suffix}{FIM_MIDDLE}{s.prefix}{s.middle}"
-    return f"{FIM_SUFFIX}{s.suffix}{FIM_PREFIX}{s.prefix}{FIM_MIDDLE}{s.middle}"
+    return render_prompt(fim_segments(s, layout))

@@ -11,6 +11,7 @@ interrupted build resume by skipping finished shards.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -21,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import CodeGemmaError
 from ..tokenizer import FILE_SEPARATOR, Tokenizer
 from .filters import Decontaminator, MinHashLSH, benchmark_texts, content_hash, drop_reason, redact
 from .fim import FimSettings, fim_tokens, render, rng_for, split
@@ -31,7 +33,7 @@ from .shards import finished_shards, write_index, write_shard
 PLAN, STATS = "plan.json", "stats.json"
 
 
-class DataInputError(ValueError):
+class DataInputError(CodeGemmaError, ValueError):
     """An input that cannot be read as repositories or rows."""
 
 
@@ -149,15 +151,11 @@ def make_plan(repos: list[Repo], settings: BuildSettings) -> dict:
 
 
 # Stage 2: one shard.
-_TOKENIZER: Tokenizer | None = None
-
-
+@functools.lru_cache(maxsize=4)
 def _tokenizer(spec: str) -> Tokenizer:
-    global _TOKENIZER
-    if _TOKENIZER is None:
-        from ..tokenizer import load_any_tokenizer
-        _TOKENIZER = load_any_tokenizer(spec)
-    return _TOKENIZER
+    """One tokenizer per spec and process (worker processes load their own)."""
+    from ..sources import open_tokenizer
+    return open_tokenizer(spec)
 
 
 def build_shard(task: tuple[str, list[Repo], dict, BuildSettings, str, str]) -> str:

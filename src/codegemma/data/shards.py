@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CodeGemmaError
+
 INDEX = "index.json"
 
 
-class ShardError(ValueError):
+class ShardError(CodeGemmaError, ValueError):
     """A shard folder that cannot be read as training data."""
 
 

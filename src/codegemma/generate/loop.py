@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import CodeGemmaError
 from ..model import GemmaForCausalLM
 from .sampling import SamplingParams, sample
 
 
-class ContextOverflow(ValueError):
+class ContextOverflow(CodeGemmaError, ValueError):
     """A prompt that does not fit the model's context window."""
 
 

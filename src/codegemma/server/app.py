@@ -18,17 +18,25 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..api import CodeGemma, Options
+from ..errors import CodeGemmaError
 from ..generate.sampling import SamplingParams
-from ..prompts import PromptError, chat_prompt, encode_prompt
-from ..tokenizer import END_OF_TURN
+from ..prompts import (
+    ContextFile,
+    FimPrompt,
+    FimRequest,
+    PromptError,
+    build_fim,
+    chat_prompt,
+    chat_stop_ids,
+    encode_prompt,
+)
 from . import schemas as S
 from .engine import Engine, Job, QueueFull
-from .prompting import PromptTooLong, fim_request
 
 OLLAMA_VERSION = "0.9.0"  # the Ollama API level these routes follow
 
 
-class ApiError(Exception):
+class ApiError(CodeGemmaError):
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
         super().__init__(message)
         self.status, self.message, self.kind = status, message, kind
@@ -147,18 +155,16 @@ class Server:
             raise ApiError(400, str(exc)) from exc
 
     def chat_stop_ids(self) -> tuple[int, ...]:
-        end = self.cg.tokenizer.token_id(END_OF_TURN)
-        return (end,) if end is not None else ()
+        return chat_stop_ids(self.cg.tokenizer)
 
-    def fim(self, prefix: str, suffix: str, files=(), middle_start: str = "", max_tokens: int | None = None,
-            default: int = 128):
+    def fim(self, req: FimRequest, max_tokens: int | None = None, default: int = 128) -> FimPrompt:
+        """The request's ids, cut to leave room for the tokens to generate."""
         reserve = default if max_tokens is None or max_tokens < 0 else max_tokens
         if reserve >= self.ctx:
             raise ApiError(400, f"max tokens ({reserve}) exceeds the context window ({self.ctx})")
         try:
-            return fim_request(self.cg, prefix, suffix, files=files, middle_start=middle_start,
-                               budget=self.ctx - reserve)
-        except PromptTooLong as exc:
+            return build_fim(self.cg.tokenizer, req, budget=self.ctx - reserve)
+        except PromptError as exc:
             raise ApiError(400, str(exc)) from exc
 
     # Running a job and reading its events.
@@ -265,7 +271,7 @@ def _openai_routes(app: FastAPI, server: Server) -> None:
         prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
         stop = server.stops(body.stop)
         if body.suffix is not None:  # FIM: prompt and suffix are code, never parsed for special tokens
-            fim = server.fim(prompt, body.suffix, max_tokens=body.max_tokens, default=16)
+            fim = server.fim(FimRequest(prompt, body.suffix), max_tokens=body.max_tokens, default=16)
             ids, stop, stop_ids = fim.ids, stop + fim.stop, fim.stop_ids
         else:
             ids, stop_ids = server.encode_templated(prompt), ()
@@ -366,7 +372,7 @@ def _ollama_routes(app: FastAPI, server: Server) -> None:
         server.check_model(body.model)
         num_predict = body.options.num_predict if body.options else None
         if body.suffix is not None:
-            fim = server.fim(body.prompt, body.suffix, max_tokens=num_predict)
+            fim = server.fim(FimRequest(body.prompt, body.suffix), max_tokens=num_predict)
             ids, stop_ids, extra = fim.ids, fim.stop_ids, fim.stop
         elif body.raw:
             ids, stop_ids, extra = server.encode_templated(body.prompt), (), ()
@@ -457,9 +463,8 @@ def _llama_routes(app: FastAPI, server: Server) -> None:
 
     @app.post("/infill")
     async def infill(body: S.InfillRequest, request: Request):
-        from ..prompts import ContextFile
-        files = [ContextFile(f.filename, f.text) for f in body.input_extra]
-        fim = server.fim(body.input_prefix, body.input_suffix, files=files, middle_start=body.prompt,
+        files = tuple(ContextFile(f.filename, f.text) for f in body.input_extra)
+        fim = server.fim(FimRequest(body.input_prefix, body.input_suffix, context=files, middle_start=body.prompt),
                          max_tokens=body.n_predict)
         opts = options(body, len(fim.ids), fim.stop_ids, fim.stop)
         job = server.start(fim.ids, opts, n_indent=body.n_indent, time_limit_ms=float(body.t_max_predict_ms))

@@ -9,6 +9,7 @@ before its next decoding step.
 from __future__ import annotations
 
 import asyncio
+import collections
 import queue
 import threading
 import time
@@ -18,9 +19,10 @@ from typing import Any
 import torch
 
 from ..api import CodeGemma, Options
+from ..errors import CodeGemmaError
 
 
-class QueueFull(Exception):
+class QueueFull(CodeGemmaError):
     """More requests than --parallel admits; the server answers 503."""
 
 
@@ -96,6 +98,7 @@ class Engine:
         self._admitted = threading.Semaphore(self.capacity)
         self.cached: list[int] = []  # the tokens whose K/V sit in the model's cache, slot by slot
         self.stats = Stats()
+        self.recent: collections.deque[list[int]] = collections.deque(maxlen=16)  # prompt ids, newest last
         self.busy = False
         self._thread = threading.Thread(target=self._work, name="codegemma-engine", daemon=True)
         self._thread.start()
@@ -103,6 +106,7 @@ class Engine:
     def submit(self, job: Job) -> None:
         if not self._admitted.acquire(blocking=False):
             raise QueueFull(f"the server is busy ({self.capacity} requests in progress); try again")
+        self.recent.append(job.prompt)
         self.jobs.put(job)
 
     def close(self) -> None:

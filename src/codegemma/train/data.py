@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..prompts import PromptError, chat_prompt, encode_prompt
+from ..errors import CodeGemmaError
+from ..prompts import PromptError, chat_turns, encode_prompt, turn_prompt
 from ..tokenizer import END_OF_TURN, START_OF_TURN, Tokenizer
 
 
-class TrainDataError(ValueError):
+class TrainDataError(CodeGemmaError, ValueError):
     """Training data that cannot be used: empty, out-of-vocabulary ids, malformed rows."""
 
 
@@ -64,24 +65,27 @@ class PretrainData:
 
 
 def sft_example(tokenizer: Tokenizer, messages: list[dict], seq_len: int) -> Example:
-    """Gemma turn format; the loss counts only the model turns' tokens (their text and <end_of_turn>)."""
-    ids = [tokenizer.bos_id]
-    labels = [False]
-    start, end = tokenizer.token_id(START_OF_TURN), tokenizer.token_id(END_OF_TURN)
-    if start is None or end is None:
+    """Gemma's turns, tokenized exactly as a chat prompt is (prompts.turn_prompt); the loss counts only the
+    model's replies: their text and <end_of_turn>, not `<start_of_turn>model\n` or the newline after."""
+    if tokenizer.token_id(START_OF_TURN) is None or tokenizer.token_id(END_OF_TURN) is None:
         raise TrainDataError("the tokenizer has no <start_of_turn>/<end_of_turn>; SFT needs Gemma's turn tokens")
-    for m in messages:
-        role = {"assistant": "model"}.get(m["role"], m["role"])
-        head = [start] + tokenizer.encode(f"{role}\n", bos=False)
-        body = tokenizer.encode(m["content"].strip(), bos=False) + [end]
-        tail = tokenizer.encode("\n", bos=False)
-        ids += head + body + tail
-        labels += [False] * len(head) + [role == "model"] * len(body) + [False] * len(tail)
+    ids, labels = [tokenizer.bos_id], [False]
+    for role, content in chat_turns(messages, open_turn=False):
+        start, body, end, newline = (encode_prompt(tokenizer, [seg], bos=False) for seg in turn_prompt(role, content))
+        head = len(_common_prefix(body, encode_prompt(tokenizer, [f"{role}\n"], bos=False)))
+        ids += start + body + end + newline
+        reply = role == "model"
+        labels += [False] * (len(start) + head) + [reply] * (len(body) - head + len(end)) + [False] * len(newline)
     ids, labels = ids[:seq_len + 1], labels[:seq_len + 1]
     pad = seq_len + 1 - len(ids)
     tokens = np.array(ids + [tokenizer.pad_id] * pad, dtype=np.int64)
     mask = np.array(labels[1:] + [False] * pad, dtype=np.float32)  # target t+1 counts if it is a model token
     return Example(tokens, mask)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> list[int]:
+    n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return a[:n]
 
 
 class SftData:
@@ -98,10 +102,7 @@ class SftData:
             if not line.strip():
                 continue
             try:
-                messages = json.loads(line)["messages"]
-                encode_prompt(tokenizer, chat_prompt(messages + ([] if messages[-1]["role"] == "user" else
-                                                                 [{"role": "user", "content": "."}])))
-                examples.append(sft_example(tokenizer, _fold_system(messages), seq_len))
+                examples.append(sft_example(tokenizer, json.loads(line)["messages"], seq_len))
             except (ValueError, KeyError, TypeError, IndexError, PromptError) as exc:
                 raise TrainDataError(f"{path}:{n}: expected {{\"messages\": [...]}} with alternating user/model "
                                      f"turns ({exc})") from exc
@@ -121,14 +122,6 @@ class SftData:
     def val_examples(self, limit: int) -> Iterator[Example]:
         for i in self.val_ids[:limit]:
             yield self.examples[int(i)]
-
-
-def _fold_system(messages: list[dict]) -> list[dict]:
-    if messages and messages[0]["role"] == "system":
-        rest = [dict(m) for m in messages[1:]]
-        rest[0]["content"] = messages[0]["content"].strip() + "\n\n" + rest[0]["content"]
-        return rest
-    return messages
 
 
 def collate(examples: list[Example], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

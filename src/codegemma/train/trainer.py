@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import preset
+from ..errors import CodeGemmaError
 from ..model import GemmaForCausalLM
 from .data import PretrainData, SftData, TrainDataError, collate
 from .lora import apply_lora, merge_lora
@@ -23,7 +24,9 @@ from .lora import apply_lora, merge_lora
 CHECKPOINTS = "checkpoints"
 
 
-class TrainError(RuntimeError):
+VOCAB_MULTIPLE = 64  # a from-scratch vocabulary is padded to this (GPU-friendly matrix shapes)
+
+class TrainError(CodeGemmaError, RuntimeError):
     """A run that cannot go on (a non-finite loss, a bad resume)."""
 
 
@@ -124,7 +127,11 @@ class Run:
             model, source = loaded.model, self.cfg.init
             model.train()
         else:
-            model = GemmaForCausalLM(preset(self.cfg.config)).to(dtype)
+            config = preset(self.cfg.config)
+            vocab = self._scratch_vocab()
+            if vocab is not None:
+                config = dataclasses.replace(config, vocab_size=vocab)
+            model = GemmaForCausalLM(config).to(dtype)
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     torch.nn.init.zeros_(p) if "norm" in name else torch.nn.init.normal_(p, 0.0, 0.02)
@@ -133,15 +140,30 @@ class Run:
             apply_lora(model, self.cfg.lora_rank, self.cfg.lora_alpha)
         return model.to(self.device), source
 
+    def _scratch_vocab(self) -> int | None:
+        """From scratch the vocabulary fits the tokenizer and the data: the larger of --tokenizer's size and
+        the shards' recorded `vocab_size`, padded to a multiple of VOCAB_MULTIPLE (None: keep the preset's)."""
+        sizes = []
+        if self.cfg.tokenizer:
+            from ..sources import open_tokenizer
+            sizes.append(open_tokenizer(self.cfg.tokenizer).vocab_size)
+        if Path(self.cfg.data).is_dir():
+            from ..data.shards import ShardError, TokenShards
+            try:
+                sizes.append(int(TokenShards(self.cfg.data).index["vocab_size"]))
+            except (ShardError, KeyError, TypeError, ValueError) as exc:
+                raise TrainError(f"{self.cfg.data}: cannot read the shards' vocabulary size ({exc})") from exc
+        return -(-max(sizes) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE if sizes else None
+
     def _data(self):
         cfg, vocab = self.cfg, self.model.config.vocab_size
         is_shards = Path(cfg.data).is_dir()
         if cfg.mode == "pretrain" or (cfg.mode == "lora" and is_shards):
             return PretrainData(cfg.data, cfg.seq_len, vocab, cfg.seed)
-        from ..tokenizer import load_any_tokenizer
+        from ..sources import open_tokenizer
         if self.tokenizer_source is None:
             raise TrainError("SFT needs a tokenizer: --init a model or give --tokenizer")
-        return SftData(cfg.data, load_any_tokenizer(self.tokenizer_source), cfg.seq_len, cfg.seed)
+        return SftData(cfg.data, open_tokenizer(self.tokenizer_source), cfg.seq_len, cfg.seed)
 
     def _wrap(self) -> None:
         """Parallelism, checkpointing and compilation are applied from outside the model."""
@@ -311,7 +333,7 @@ def train(cfg: TrainConfig) -> dict:
     final = export(run)
     if run.world > 1:
         torch.distributed.barrier()
-    return {"steps": run.step, "loss": loss_value, "resumed": resumed, "final": str(final)}
+    return {"steps": run.step, "loss": loss_value, "resumed": resumed, "final": str(final), "rank": run.rank}
 
 
 def export(run: Run) -> Path:
@@ -336,14 +358,14 @@ def export(run: Run) -> Path:
 def _copy_tokenizer(source: str | None, folder: Path) -> None:
     if not source:
         return
-    src = Path(source)
-    if str(source) == "default" or src.suffix == ".gguf":
-        from ..default_model import default_model_path
-        from ..weights.convert import _write_sentencepiece
+    from ..sources import resolve
+    src = resolve(source)
+    if src.kind == "gguf":
+        from ..weights.convert import write_sentencepiece
         from ..weights.gguf import metadata, open_gguf
-        path = default_model_path() if str(source) == "default" else src
-        _write_sentencepiece(metadata(open_gguf(path)), folder / "tokenizer.model")
+        write_sentencepiece(metadata(open_gguf(src.path)), folder / "tokenizer.model")
         return
+    src = src.path
     for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
         if (src / name).is_file():
             shutil.copy(src / name, folder / name)

@@ -11,7 +11,7 @@ import torch
 from ..config import GemmaConfig
 from ..model import GemmaForCausalLM
 from ..spm import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED
-from .gguf import NAME_MAPS, GGUFError, load_gguf, metadata, open_gguf
+from .gguf import NAME_MAPS, load_gguf, metadata, open_gguf
 from .hf import CheckpointError, load_hf_folder, save_hf_folder
 
 OUT_TYPES = ("f32", "f16", "bf16", "q8_0")
@@ -152,11 +152,11 @@ def gguf_to_hf(path: str | Path, out: str | Path) -> Path:
     model, _ = load_gguf(path)
     save_hf_folder(model, out)
     meta = metadata(open_gguf(path))
-    _write_sentencepiece(meta, out / "tokenizer.model")
+    write_sentencepiece(meta, out / "tokenizer.model")
     return out
 
 
-def _write_sentencepiece(meta: dict, path: Path) -> None:
+def write_sentencepiece(meta: dict, path: Path) -> None:
     """A SentencePiece BPE model with the GGUF's pieces, scores and types (no normalisation, no dummy prefix)."""
     from sentencepiece import sentencepiece_model_pb2 as pb
 
@@ -183,30 +183,4 @@ def _write_sentencepiece(meta: dict, path: Path) -> None:
     path.write_bytes(proto.SerializeToString())
 
 
-def convert(source: str | Path, out: str | Path, *, out_type: str = "f32") -> Path:
-    source, out = Path(source), Path(out)
-    if source.is_dir():
-        return hf_to_gguf(source, out, out_type=out_type)
-    if source.suffix == ".gguf" and source.is_file():
-        return gguf_to_hf(source, out)
-    raise CheckpointError(f"{source}: expected a Hugging Face folder or a .gguf file")
-
-
-def add_convert_command(sub) -> None:
-    p = sub.add_parser("convert", help="Hugging Face folder -> GGUF, or GGUF -> Hugging Face folder")
-    p.add_argument("source", help="HF folder or .gguf file")
-    p.add_argument("out", help="output .gguf file (from a folder) or folder (from a .gguf)")
-    p.add_argument("--type", dest="out_type", default="f32", choices=OUT_TYPES, help="GGUF tensor type")
-    p.set_defaults(func=_cmd_convert)
-
-
-def _cmd_convert(args) -> int:
-    try:
-        out = convert(args.source, args.out, out_type=args.out_type)
-    except GGUFError:
-        raise
-    print(out)
-    return 0
-
-
-__all__ = ["GemmaForCausalLM", "convert", "gguf_to_hf", "hf_to_gguf"]
+__all__ = ["GemmaForCausalLM", "gguf_to_hf", "hf_to_gguf", "write_sentencepiece"]

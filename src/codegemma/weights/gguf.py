@@ -6,8 +6,8 @@ into every norm weight; it is undone here, exactly once, by `_unfold_norm`.
 
 from __future__ import annotations
 
+import functools
 import re
-import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,34 +79,35 @@ def hf_name(arch: str, name: str) -> str | None:
     return None
 
 
-class _PlainMap:
-    """Stands in for numpy.memmap while GGUFReader parses: the same file mapping, viewed as a plain ndarray.
+@functools.cache
+def _reader_class():
+    """GGUFReader whose memory map is a plain ndarray view of the same mapping, for this reader only.
 
     GGUFReader slices its map about a million times for a 262k-token vocabulary, and np.memmap's
     Python-level __getitem__/__array_finalize__ made that take ten seconds; a plain view takes one.
+    The reader assigns `self.data = np.memmap(...)` first thing; the property below takes the view
+    (which keeps the mapping alive), so numpy itself is never touched.
     """
+    from gguf import GGUFReader
 
-    def __new__(cls, filename, dtype=np.uint8, mode="r", **kwargs):
-        return _REAL_MEMMAP(filename, dtype=dtype, mode=mode, **kwargs).view(np.ndarray)
+    class PlainViewReader(GGUFReader):
+        @property
+        def data(self) -> np.ndarray:
+            return self._plain
 
+        @data.setter
+        def data(self, value: np.ndarray) -> None:
+            self._plain = value.view(np.ndarray) if isinstance(value, np.memmap) else value
 
-_REAL_MEMMAP = np.memmap
-_OPEN_LOCK = threading.Lock()
+    return PlainViewReader
 
 
 def open_gguf(path: str | Path):
-    import gguf.gguf_reader as gguf_reader
-    from gguf import GGUFReader
-
     path = Path(path)
-    with _OPEN_LOCK:
-        gguf_reader.np.memmap = _PlainMap
-        try:
-            return GGUFReader(str(path))
-        except Exception as exc:  # the reader raises ValueError/struct errors/IndexError on bad bytes
-            raise GGUFError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
-        finally:
-            gguf_reader.np.memmap = _REAL_MEMMAP
+    try:
+        return _reader_class()(str(path))
+    except Exception as exc:  # the reader raises ValueError/struct errors/IndexError on bad bytes
+        raise GGUFError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
 
 
 def metadata(reader) -> dict[str, Any]:

@@ -11,13 +11,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..config import ConfigError, GemmaConfig
+from ..errors import CodeGemmaError
 from ..model import GemmaForCausalLM
 
 INDEX = "model.safetensors.index.json"
 TIED_HEAD = "lm_head.weight"  # some exporters write the tied head; it must equal the embedding shape
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CodeGemmaError, ValueError):
     """A checkpoint that cannot be loaded; the message names the file or tensor at fault."""
 
 
@@ -86,15 +87,17 @@ def load_hf_folder(folder: str | Path, *, device: str | torch.device = "cpu",
 
 
 def fill_from(model: GemmaForCausalLM, tensors: Iterator[tuple[str, torch.Tensor]], *, source: str) -> None:
-    """Copies named tensors into the model's parameters with name and shape checks (never strict=False)."""
+    """Copies named tensors into the model's parameters with name and shape checks (never strict=False).
+
+    The output head is the embedding (tied). A checkpoint that also stores `lm_head.weight` is loaded
+    only if that tensor equals the embedding; a different head is refused, never silently dropped.
+    """
     params = dict(model.named_parameters())
     seen: set[str] = set()
+    head: torch.Tensor | None = None
     for name, tensor in tensors:
         if name == TIED_HEAD and name not in params:
-            target = params["model.embed_tokens.weight"]
-            if tuple(tensor.shape) != tuple(target.shape):
-                raise CheckpointError(f"{source}: {name} has shape {tuple(tensor.shape)}, "
-                                      f"expected {tuple(target.shape)} (tied to the embedding)")
+            head = tensor
             continue
         if name not in params:
             raise CheckpointError(f"{source}: unexpected tensor {name}")
@@ -109,6 +112,18 @@ def fill_from(model: GemmaForCausalLM, tensors: Iterator[tuple[str, torch.Tensor
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise CheckpointError(f"{source}: missing tensor {missing[0]}{more}")
+    if head is not None:
+        _check_tied(head, params["model.embed_tokens.weight"], source)
+
+
+def _check_tied(head: torch.Tensor, embedding: torch.Tensor, source: str) -> None:
+    """Refuses an lm_head that is not the embedding (compared after the same cast into the model's dtype)."""
+    if tuple(head.shape) != tuple(embedding.shape):
+        raise CheckpointError(f"{source}: {TIED_HEAD} has shape {tuple(head.shape)}, expected "
+                              f"{tuple(embedding.shape)} (tied to the embedding)")
+    if not torch.equal(head.to(embedding.device, embedding.dtype), embedding.detach()):
+        raise CheckpointError(f"{source}: {TIED_HEAD} differs from the embedding (an untied output head); "
+                              "Gemma ties them, and codegemma does not load a separate head")
 
 
 def save_hf_folder(model: GemmaForCausalLM, folder: str | Path, *, max_shard_bytes: int = 2 << 30,

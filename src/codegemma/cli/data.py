@@ -1,13 +1,16 @@
-"""`codegemma data build`."""
+"""`codegemma data build`: repositories -> packed, FIM-transformed token shards."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from .common import CliError
 
-def add_data_command(sub) -> None:
-    p = sub.add_parser("data", help="build FIM training data from source repositories")
+HELP = "build FIM training data from source repositories"
+
+
+def register(p: argparse.ArgumentParser) -> None:
     data = p.add_subparsers(dest="data_command", required=True)
     b = data.add_parser("build", help="repositories -> packed, FIM-transformed token shards")
     b.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -25,13 +28,11 @@ def add_data_command(sub) -> None:
     b.add_argument("--keep-text", action="store_true", help="also write text/*.jsonl, one line per document")
     b.add_argument("--no-decontaminate", action="store_true")
     b.add_argument("--data-dir", default=None, help="benchmark files for decontamination (see `eval`)")
-    b.set_defaults(func=cmd_build)
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    from ..cli import CliError
-    from .fim import FimSettings
-    from .pipeline import BuildSettings, build
+def run(args: argparse.Namespace) -> int:
+    from ..data.fim import FimSettings
+    from ..data.pipeline import BuildSettings, build
 
     if not (0 <= args.fim_rate <= 1 and 0 <= args.spm_rate <= 1):
         raise CliError("--fim-rate and --spm-rate must be in [0, 1]")

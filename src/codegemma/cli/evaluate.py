@@ -5,25 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 
-from .data import BENCHMARKS
+from ..eval.data import BENCHMARKS
+from .common import CliError, load_model, model_args
+
+HELP = "evaluate on HumanEval, MBPP and HumanEval infilling"
 
 
-def add_eval_command(sub) -> None:
-    from ..cli import model_args
-
-    p = sub.add_parser("eval", help="evaluate on HumanEval, MBPP and HumanEval infilling")
+def register(p: argparse.ArgumentParser) -> None:
     ev = p.add_subparsers(dest="eval_command", required=True)
-    run = ev.add_parser("run", help="generate and score")
-    run.add_argument("benchmark", choices=BENCHMARKS)
-    model_args(run)
-    run.add_argument("--samples-per-task", type=int, default=1)
-    run.add_argument("--temperature", type=float, default=0.0)
-    run.add_argument("--top-p", type=float, default=0.95)
-    run.add_argument("--max-tokens", type=int, default=None, help="default: 512, or 128 for infilling")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--out", required=True, help="results folder (an interrupted run resumes here)")
-    _common(run)
-    run.set_defaults(func=cmd_run)
+    run_p = ev.add_parser("run", help="generate and score")
+    run_p.add_argument("benchmark", choices=BENCHMARKS)
+    model_args(run_p)
+    run_p.add_argument("--samples-per-task", type=int, default=1)
+    run_p.add_argument("--temperature", type=float, default=0.0)
+    run_p.add_argument("--top-p", type=float, default=0.95)
+    run_p.add_argument("--max-tokens", type=int, default=None, help="default: 512, or 128 for infilling")
+    run_p.add_argument("--seed", type=int, default=0)
+    run_p.add_argument("--out", required=True, help="results folder (an interrupted run resumes here)")
+    _common(run_p)
+    run_p.set_defaults(func=cmd_run)
     score = ev.add_parser("score", help="score given completions (JSONL: task_id, completion)")
     score.add_argument("benchmark", choices=BENCHMARKS)
     score.add_argument("--samples", required=True)
@@ -39,12 +39,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first K problems")
     p.add_argument("--workers", type=int, default=2, help="programs run in parallel")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per program")
-    p.add_argument("--data-dir", default=None, help="folder with the benchmark files (else download and cache)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the benchmark files (default: the copies shipped in the package)")
 
 
 def _settings(args: argparse.Namespace):
-    from ..cli import CliError
-    from .harness import RunSettings
+    from ..eval.harness import RunSettings
 
     for name in ("limit", "workers", "samples_per_task", "max_tokens"):
         value = getattr(args, name, None)
@@ -59,24 +59,27 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..cli import load_model
-    from .harness import run
+    from ..eval.harness import run as run_benchmark
 
     settings = _settings(args)
     cg = load_model(args)
-    print(json.dumps(run(args.benchmark, cg, args.out, settings, args.data_dir), indent=2))
+    print(json.dumps(run_benchmark(args.benchmark, cg, args.out, settings, args.data_dir), indent=2))
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .harness import score
+    from ..eval.harness import score
 
     print(json.dumps(score(args.benchmark, args.samples, args.out, _settings(args), args.data_dir), indent=2))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .harness import report
+    from ..eval.harness import report
 
     print(report(args.dirs))
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return args.func(args)

@@ -1,15 +1,16 @@
-"""`codegemma serve`."""
+"""`codegemma serve`: completions for editors over the OpenAI, Ollama and llama.cpp APIs."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from .common import CliError, load_model, model_args
 
-def add_serve_command(sub) -> None:
-    from ..cli import model_args
+HELP = "serve completions to editors (OpenAI, Ollama and llama.cpp APIs)"
 
-    p = sub.add_parser("serve", help="serve completions to editors (OpenAI, Ollama and llama.cpp APIs)")
+
+def register(p: argparse.ArgumentParser) -> None:
     model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     p.add_argument("--port", type=int, default=8080)
@@ -19,19 +20,17 @@ def add_serve_command(sub) -> None:
                    help="requests admitted at once (one generates, the rest wait); more get 503")
     p.add_argument("--name", default=None, help="model name reported to clients (default: the file's name)")
     p.add_argument("--no-prefix-cache", action="store_true", help="always prefill the whole prompt")
-    p.set_defaults(func=cmd_serve)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..cli import CliError, load_model
-    from .app import create_app
+    from ..server.app import create_app
 
     if not 0 < args.port < 65536:
         raise CliError(f"--port must be in 1..65535, got {args.port}")
     if args.ctx < 16 or args.parallel < 1:
-        raise CliError("--ctx must be >= 16 and --parallel >= 1")
+        raise CliError(f"--ctx must be >= 16 and --parallel >= 1 (got --ctx {args.ctx}, --parallel {args.parallel})")
     cg = load_model(args)
     app = create_app(cg, name=args.name, ctx=args.ctx, parallel=args.parallel, api_key=args.api_key,
                      prefix_cache=not args.no_prefix_cache)

@@ -20,14 +20,14 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
     from codegemma.data.pipeline import BuildSettings, build
+    from codegemma.sources import open_tokenizer
     from codegemma.testing import machine_corpus, train_sentencepiece
-    from codegemma.tokenizer import load_any_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         size = machine_corpus(tmp / "corpus")
         tok_spec = args.tokenizer or str(train_sentencepiece(tmp / "tok").parent)
-        tok = load_any_tokenizer(tok_spec)
+        tok = open_tokenizer(tok_spec)
         files = [f for f in (tmp / "corpus").rglob("*.py") if f.is_file()]
         t = time.perf_counter()
         tokens = sum(len(tok.encode(f.read_text(encoding="utf-8", errors="replace"), bos=False)) for f in files)

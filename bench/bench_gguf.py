@@ -2,7 +2,9 @@
 
     python bench/bench_gguf.py [--model default|FILE.gguf] [--prompt 512] [--decode 128] [--threads 2]
 
-Each run is its own process (so peak RSS is its own); the prompt is real Python source.
+Each run is its own process (so peak RSS is its own); the prompt is real Python source. The baseline is
+the llama.cpp that `make test` builds (llama-cpp-python with portable flags, AMX kernels off: see the
+Makefile and scripts/llama_cpp_cmake_args.py); the table's header prints what that build uses.
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ def run_ours(args) -> dict:
             tok = model(tok, start=args.prompt + i)[:, -1].argmax(-1, keepdim=True)
         t2 = time.perf_counter()
     return {"prefill": args.prompt / (t1 - t0), "decode": args.decode / (t2 - t1), "load_s": load_s}
+
+
+def llama_build() -> str:
+    """The llama-cpp-python version and the CPU features its build uses (AMX must read 0: see the Makefile)."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return "llama-cpp-python not installed (make install-test)"
+    info = llama_cpp.llama_print_system_info().decode().strip()
+    return f"llama-cpp-python {llama_cpp.__version__}, make llama-cpp build; {info}"
 
 
 def run_llama(args) -> dict:
@@ -99,7 +111,8 @@ def main() -> None:
         rows.append((name, json.loads(out.stdout.strip().splitlines()[-1])))
     base = dict(rows).get("llama.cpp")
     print(f"model {args.model}, prompt {args.prompt} tokens, decode {args.decode}, {args.threads} threads, "
-          f"{platform.machine()}\n")
+          f"{platform.machine()}")
+    print(f"llama.cpp baseline: {llama_build()}\n")
     print("| engine | prefill tok/s | decode tok/s | peak RSS MiB | load s | prefill vs llama.cpp "
           "| decode vs llama.cpp |")
     print("|---|---|---|---|---|---|---|")

@@ -156,6 +156,9 @@ def test_convert_both_ways(tiny_checkpoint, tmp_path, capsys):
     assert main(["info", str(tmp_path / "back")]) == 0
     assert json.loads(capsys.readouterr().out.split("\n", 2)[-1])["fim_native"] is True
     assert main(["convert", str(tmp_path / "nothing"), str(tmp_path / "x.gguf")]) == 1
+    assert "nothing: no such file or folder" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["convert", str(tmp_path / "notes.txt"), str(tmp_path / "x.gguf")]) == 1
     assert "expected a Hugging Face folder" in capsys.readouterr().err
 
 

@@ -101,7 +101,8 @@ def test_streaming_concatenates_to_the_full_text(m):
 
 def test_fim_completion_stops_at_sentinels(m):
     """complete() equals the unconstrained continuation cut at the first FIM stop token, sentinel-free."""
-    ids, stop_ids, _ = m.fim_ids("def f(x):\n    ", "\n    return y\n", path="a.py")
+    fim = m.fim_ids("def f(x):\n    ", "\n    return y\n", path="a.py")
+    ids, stop_ids = fim.ids, fim.stop_ids
     assert set(stop_ids) == {m.tokenizer.token_id(t) if t != "<eos>" else 1 for t in FIM_STOP_TOKENS}
     free = m.run([ids], Options(max_tokens=128))[0].token_ids
     got = m.complete("def f(x):\n    ", "\n    return y\n", path="a.py", max_tokens=128)
@@ -116,15 +117,13 @@ def test_chat_stops_at_end_of_turn(m):
     messages = [{"role": "user", "content": "hello"}]
     ids = m.chat_ids(messages)
     end = m.tokenizer.token_id("<end_of_turn>")
-    # a random tiny model rarely writes <end_of_turn> by itself: pick a prompt whose continuation does
-    for n in range(1, 200):
-        free = m.run([ids], Options(max_tokens=60))[0].token_ids
+    # a random tiny model seldom writes <end_of_turn>: find a seed whose hot sampling does
+    for seed in range(500):
+        free = m.run([ids], Options(max_tokens=60, temperature=3.0, seed=seed))[0].token_ids
         if end in free:
             break
-        messages = [{"role": "user", "content": "hello " * n}]
-        ids = m.chat_ids(messages)
-    assert end in free, "no prompt found whose continuation contains <end_of_turn>"
-    reply = m.chat(messages, max_tokens=60)
+    assert end in free, "no seed found whose continuation contains <end_of_turn>"
+    reply = m.chat(messages, max_tokens=60, temperature=3.0, seed=seed)
     assert reply == m.tokenizer.decode(free[:free.index(end)])
     assert "<end_of_turn>" not in reply and "<start_of_turn>" not in reply
 

@@ -189,8 +189,11 @@ def test_bad_data_is_refused(tmp_path, tiny_checkpoint):
     with pytest.raises(TrainDataError, match="not enough"):
         train(tiny_config(tmp_path / "r1", empty))
     big = learnable_shards(tmp_path / "big", vocab=5000)
-    with pytest.raises(TrainDataError, match="beyond the model's vocabulary"):
-        train(tiny_config(tmp_path / "r2", big))
+    with pytest.raises(TrainDataError, match="token id .* is beyond the model's vocabulary \\(1024\\)"):
+        train(tiny_config(tmp_path / "r2", big, config=None, init=str(tiny_checkpoint)))  # a model's vocabulary
+    write_index(big, 512, 64)  # an index that under-states its ids
+    with pytest.raises(TrainDataError, match="beyond the model's vocabulary \\(512\\)"):
+        train(tiny_config(tmp_path / "r2b", big))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{"oops": 1}\n')
     with pytest.raises(TrainDataError, match="bad.jsonl:2"):

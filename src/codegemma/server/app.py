@@ -29,6 +29,8 @@ from ..prompts import (
     chat_prompt,
     chat_stop_ids,
     encode_prompt,
+    fim_layout,
+    render,
 )
 from . import schemas as S
 from .engine import Engine, Job, QueueFull
@@ -401,8 +403,8 @@ def _ollama_routes(app: FastAPI, server: Server) -> None:
     async def show(body: S.OllamaShowRequest) -> dict:
         server.check_model(body.model or body.name)
         fim = server.cg.fim_native
-        template = ("{{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>"
-                    "{{- else }}{{ .Prompt }}{{- end }}") if fim else "{{ .Prompt }}"
+        psm = render(fim_layout("psm", "{{ .Prompt }}", "{{ .Suffix }}"))  # the layout build_fim sends
+        template = f"{{{{- if .Suffix }}}}{psm}{{{{- else }}}}{{{{ .Prompt }}}}{{{{- end }}}}" if fim else "{{ .Prompt }}"
         c = server.cg.config
         return {"modelfile": f"FROM {server.name}\n", "parameters": "temperature 0\nrepeat_penalty 1",
                 "template": template, "details": _ollama_model(server)["details"],

@@ -97,6 +97,7 @@ class Engine:
         self.capacity = max(1, parallel)
         self._admitted = threading.Semaphore(self.capacity)
         self.cached: list[int] = []  # the tokens whose K/V sit in the model's cache, slot by slot
+        self._cache = None  # the cache this engine attached to the model (anyone else's is never trusted)
         self.stats = Stats()
         self.recent: collections.deque[list[int]] = collections.deque(maxlen=16)  # prompt ids, newest last
         self.busy = False
@@ -110,8 +111,15 @@ class Engine:
         self.jobs.put(job)
 
     def close(self) -> None:
+        """Stops the worker and detaches the KV cache it attached (the model can then be used elsewhere)."""
         self.jobs.put(None)
         self._thread.join(timeout=5)
+        if self._cache is not None and self._attached() is self._cache:
+            self.cg.model.clear_cache()
+        self._cache, self.cached = None, []
+
+    def _attached(self):
+        return self.cg.model.model.layers[0].self_attn.cache
 
     def _work(self) -> None:
         torch.set_grad_enabled(False)
@@ -132,9 +140,9 @@ class Engine:
     def _prepare_cache(self, prompt: list[int]) -> int:
         """Attaches the shared cache if needed and returns how many prompt tokens it already holds."""
         model = self.cg.model
-        if model.cache_len < self.ctx:
+        if self._cache is None or self._attached() is not self._cache:  # not ours, or replaced since
             model.setup_cache(1, self.ctx)
-            self.cached = []
+            self._cache, self.cached = self._attached(), []
         if not self.prefix_cache:
             return 0
         n = 0

@@ -404,7 +404,7 @@ def _ollama_routes(app: FastAPI, server: Server) -> None:
         server.check_model(body.model or body.name)
         fim = server.cg.fim_native
         psm = render(fim_layout("psm", "{{ .Prompt }}", "{{ .Suffix }}"))  # the layout build_fim sends
-        template = f"{{{{- if .Suffix }}}}{psm}{{{{- else }}}}{{{{ .Prompt }}}}{{{{- end }}}}" if fim else "{{ .Prompt }}"
+        template = "{{- if .Suffix }}" + psm + "{{- else }}{{ .Prompt }}{{- end }}" if fim else "{{ .Prompt }}"
         c = server.cg.config
         return {"modelfile": f"FROM {server.name}\n", "parameters": "temperature 0\nrepeat_penalty 1",
                 "template": template, "details": _ollama_model(server)["details"],

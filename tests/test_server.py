@@ -77,7 +77,7 @@ def test_openai_fim_completion(live, cg):
     assert not any(s in text for s in SENTINELS)
     api = api_completion(cg, 24)
     assert (out.choices[0].finish_reason, out.usage.completion_tokens) == (api.finish_reason, api.completion_tokens)
-    assert [m.id for m in client.models.list()] == ["tiny"]
+    assert [m.id for m in client.models.list()] == ["tiny", "codegemma"]
 
 
 def test_openai_streaming_and_chat(live, cg):
@@ -114,7 +114,7 @@ def test_ollama_generate_chat_and_metadata(live, cg):
     assert chat.message.content == cg.chat([{"role": "user", "content": "hi"}], max_tokens=8)
     show = client.show("tiny")
     assert ".Suffix" in show.template and "insert" in show.capabilities
-    assert [m.model for m in client.list().models] == ["tiny"]
+    assert [m.model for m in client.list().models] == ["tiny", "codegemma"]
     assert httpx.get(f"{live.url}/api/version").json()["version"]
 
 
@@ -219,24 +219,21 @@ BAD = [
     ("POST", "/v1/completions", b'{"prompt": "\xff\xfe"}', 400),
     ("POST", "/v1/completions", b'{"prompt": 5}', 400),
     ("POST", "/v1/completions", b'{"prompt": "x", "max_tokens": -1}', 400),
-    ("POST", "/v1/completions", b'{"prompt": "x", "max_tokens": 100000}', 400),
     ("POST", "/v1/completions", b'{"prompt": "x", "temperature": "hot"}', 400),
     ("POST", "/v1/completions", b'{"prompt": "x", "top_p": 7}', 400),
-    ("POST", "/v1/completions", b'{"model": "gpt-4", "prompt": "x"}', 404),
     ("POST", "/v1/completions", b'[1, 2, 3]', 400),
+    ("POST", "/v1/completions", b'{"language": "python", "segments": {"prefix": "a", "suffix": "b"}}', 400),
+    ("POST", "/v1/completions", b'{"prompt": "x", "max_tokens": 2000000}', 400),
     ("POST", "/v1/chat/completions", b'{"messages": []}', 400),
     ("POST", "/v1/chat/completions", b'{"messages": [{"role": "robot", "content": "x"}]}', 400),
     ("POST", "/v1/chat/completions", b'{"messages": [{"role": "user", "content": "a"}, '
                                      b'{"role": "user", "content": "b"}]}', 400),
     ("POST", "/api/generate", b'{"prompt": "x", "options": {"num_predict": "many"}}', 400),
-    ("POST", "/api/generate", b'{"model": "nope", "prompt": "x"}', 404),
-    ("POST", "/api/show", b'{"model": "nope"}', 404),
     ("POST", "/api/chat", b'{"messages": "hi"}', 400),
     ("POST", "/infill", b'{"input_prefix": 3}', 400),
     ("POST", "/infill", b'{"input_extra": [{"filename": 1}]}', 400),
     ("POST", "/infill", b'{"n_predict": -5}', 400),
     ("POST", "/completion", b'{"prompt": [1, 99999999]}', 400),
-    ("POST", "/completion", b'{"prompt": "x", "n_predict": 1000000}', 400),
     ("GET", "/no/such/route", b"", 404),
     ("DELETE", "/v1/models", b"", 405),
 ]
@@ -328,3 +325,75 @@ def test_every_dialect_sends_the_api_ids_without_fim_tokens(default_model):
         assert_dialects_send_the_api_ids(server, default_model)
     finally:
         server.stop()
+
+
+def test_limits_are_capped_at_the_room_left_never_refused(live, cg):
+    """Continue's Ollama autocomplete sends num_predict 4096 whatever the window; llama.cpp and Ollama cap it."""
+    body = {"model": "codegemma", "prompt": PREFIX, "suffix": SUFFIX, "stream": False, "keep_alive": 1800,
+            "options": {"temperature": 0.01, "top_p": 1, "num_predict": 4096, "num_ctx": 8192, "stop": ["\n\n\n"]}}
+    r = httpx.post(f"{live.url}/api/generate", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    prompt_len = r.json()["prompt_eval_count"]
+    assert prompt_len == len(live.engine.recent[-1]) and prompt_len <= 256 - 256 // 2  # half kept for output
+    assert r.json()["eval_count"] <= 256 - prompt_len
+    big = httpx.post(f"{live.url}/v1/completions", json={"prompt": "def f():", "max_tokens": 100000}, timeout=60)
+    assert big.status_code == 200 and big.json()["usage"]["total_tokens"] <= 256
+    c = httpx.post(f"{live.url}/completion", json={"prompt": "def f():", "n_predict": 1000000}, timeout=60).json()
+    assert c["content"] == cg.generate("def f():", max_tokens=256 - c["tokens_evaluated"])
+
+
+def test_any_model_name_is_served_and_the_alias_is_listed(live):
+    from openai import OpenAI
+    client = OpenAI(base_url=f"{live.url}/v1", api_key="unused")
+    assert [m.id for m in client.models.list()] == ["tiny", "codegemma"]
+    out = client.completions.create(model="codegemma", prompt="x", max_tokens=2)
+    assert out.choices[0].text is not None
+    tags = httpx.get(f"{live.url}/api/tags").json()
+    assert [m["name"] for m in tags["models"]] == ["tiny", "codegemma"]
+
+
+def test_ollama_show_gives_what_continue_and_ollama_rs_read(live):
+    show = httpx.post(f"{live.url}/api/show", json={"name": "codegemma"}).json()
+    params = dict(line.split(None, 1) for line in show["parameters"].splitlines() if not line.startswith("stop"))
+    stops = [line.split(None, 1)[1] for line in show["parameters"].splitlines() if line.startswith("stop")]
+    assert params["num_ctx"] == "256" and '"<|fim_prefix|>"' in stops and '"<end_of_turn>"' in stops
+    assert isinstance(show["license"], str) and show["license"]
+    assert show["template"].startswith("{{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>")
+
+
+def test_ollama_non_raw_prompt_parses_special_tokens(live, cg):
+    """As Ollama does: Tabby's and llm-ls' FIM-templated prompts arrive without `raw`."""
+    templated = "<|fim_prefix|>" + PREFIX + "<|fim_suffix|>" + SUFFIX + "<|fim_middle|>"
+    r = httpx.post(f"{live.url}/api/generate", json={"prompt": templated, "stream": False,
+                                                     "options": {"num_predict": 4}}, timeout=60).json()
+    assert live.engine.recent[-1] == cg.tokenizer.encode(templated, parse_special=True)
+    assert r["prompt_eval_count"] == len(live.engine.recent[-1]) and 67 in live.engine.recent[-1]
+
+
+def test_llama_cpp_answers_carry_generation_settings_and_full_timings(live):
+    body = {"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": 16, "t_max_predict_ms": 2500,
+            "samplers": ["top_k", "top_p", "infill"], "cache_prompt": True, "top_k": 40, "top_p": 0.99}
+    r = httpx.post(f"{live.url}/infill", json=body, timeout=60).json()
+    assert r["generation_settings"]["n_ctx"] == 256 and r["generation_settings"]["n_predict"] == 16
+    t = r["timings"]
+    assert t["predicted_n"] == r["tokens_predicted"] and t["prompt_n"] == r["tokens_evaluated"] - r["tokens_cached"]
+    assert t["prompt_ms"] > 0 and t["predicted_ms"] >= 0
+    assert t["predicted_per_token_ms"] == pytest.approx(t["predicted_ms"] / max(t["predicted_n"], 1))
+    fields = ["content", "timings/prompt_n", "timings/predicted_per_second", "truncated", "tokens_cached", "no/such"]
+    vim = httpx.post(f"{live.url}/infill", json={**body, "response_fields": fields}, timeout=60).json()
+    assert set(vim) == set(fields) - {"no/such"} and vim["content"] == r["content"]
+    streamed = [json.loads(line[6:]) for line in httpx.post(f"{live.url}/infill", json={**body, "stream": True},
+                                                            timeout=60).text.splitlines() if line.startswith("data: ")]
+    assert streamed[-1]["generation_settings"]["n_ctx"] == 256 and "prompt_per_second" in streamed[-1]["timings"]
+
+
+def test_openai_stream_usage_chunk(live, cg):
+    from openai import OpenAI
+    client = OpenAI(base_url=f"{live.url}/v1", api_key="unused")
+    chunks = list(client.completions.create(model="tiny", prompt=PREFIX, suffix=SUFFIX, max_tokens=24, stream=True,
+                                            stream_options={"include_usage": True}))
+    api = api_completion(cg, 24)
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == api.completion_tokens
+    assert "".join(c.choices[0].text for c in chunks[:-1]) == api.text
+    plain = list(client.completions.create(model="tiny", prompt=PREFIX, suffix=SUFFIX, max_tokens=24, stream=True))
+    assert all(c.choices for c in plain)

@@ -21,6 +21,7 @@ from ..api import CodeGemma, Options
 from ..errors import CodeGemmaError
 from ..generate.sampling import SamplingParams
 from ..prompts import (
+    FIM_STOP_TOKENS,
     ContextFile,
     FimPrompt,
     FimRequest,
@@ -36,6 +37,7 @@ from . import schemas as S
 from .engine import Engine, Job, QueueFull
 
 OLLAMA_VERSION = "0.9.0"  # the Ollama API level these routes follow
+ALIAS = "codegemma"  # listed beside the served name: the model name editors' settings use
 
 
 class ApiError(CodeGemmaError):
@@ -114,21 +116,22 @@ class Server:
 
     # Shared checks and option mapping.
     def check_model(self, model: str | None) -> None:
-        if model and model not in (self.name, f"{self.name}:latest", "default"):
-            raise ApiError(404, f"model '{model}' not found; this server serves '{self.name}'", "model_not_found")
+        """One model is served, under whatever name a client was configured with (as llama.cpp's server)."""
+
+    @property
+    def names(self) -> list[str]:
+        """The served name, then the alias editors are usually configured with."""
+        return [self.name] + ([ALIAS] if self.name != ALIAS else [])
 
     def limit(self, requested: int | None, prompt_len: int, default: int) -> int:
-        """max tokens for a request: unlimited (-1/None) means up to the end of the context window."""
+        """max tokens for a request, capped at the room the window has left (never refused, as Ollama
+        and llama.cpp): unlimited (-1/None) and too-large limits mean up to the end of the window."""
         room = self.ctx - prompt_len
         if room <= 0:
             raise ApiError(400, f"the prompt has {prompt_len} tokens; the context window is {self.ctx}")
         if requested is None:
             requested = default
-        if requested < 0:
-            return room
-        if requested > self.ctx:
-            raise ApiError(400, f"max tokens ({requested}) exceeds the context window ({self.ctx})")
-        return min(requested, room)
+        return room if requested < 0 else min(requested, room)
 
     @staticmethod
     def stops(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -160,10 +163,10 @@ class Server:
         return chat_stop_ids(self.cg.tokenizer)
 
     def fim(self, req: FimRequest, max_tokens: int | None = None, default: int = 128) -> FimPrompt:
-        """The request's ids, cut to leave room for the tokens to generate."""
+        """The request's ids, cut to leave room for the tokens to generate (at most half the window: an
+        editor's num_predict of 4096 in a 4096 window still leaves the code nearest the cursor)."""
         reserve = default if max_tokens is None or max_tokens < 0 else max_tokens
-        if reserve >= self.ctx:
-            raise ApiError(400, f"max tokens ({reserve}) exceeds the context window ({self.ctx})")
+        reserve = min(reserve, self.ctx // 2)
         try:
             return build_fim(self.cg.tokenizer, req, budget=self.ctx - reserve)
         except PromptError as exc:
@@ -264,8 +267,8 @@ def _install_errors(app: FastAPI) -> None:
 def _openai_routes(app: FastAPI, server: Server) -> None:
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": server.name, "object": "model", "created": server.created,
-                                            "owned_by": "codegemma"}]}
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": server.created,
+                                            "owned_by": "codegemma"} for name in server.names]}
 
     @app.post("/v1/completions")
     async def completions(body: S.CompletionRequest, request: Request):
@@ -287,7 +290,7 @@ def _openai_routes(app: FastAPI, server: Server) -> None:
                     "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": reason}]}
 
         if body.stream:
-            return _openai_stream(server, job, request, chunk, lambda text: text or "")
+            return _openai_stream(server, job, request, chunk, lambda text: text or "", usage=_include_usage(body))
         text, summary = await server.collect(job, request)
         out = chunk(text, _finish(summary["finish_reason"]))
         out["usage"] = _usage(summary)
@@ -310,7 +313,7 @@ def _openai_routes(app: FastAPI, server: Server) -> None:
 
         if body.stream:
             return _openai_stream(server, job, request, chunk, lambda text: {} if text is None else {"content": text},
-                                  first=chunk({"role": "assistant", "content": ""}, None))
+                                  first=chunk({"role": "assistant", "content": ""}, None), usage=_include_usage(body))
         text, summary = await server.collect(job, request)
         return {"id": ident, "object": "chat.completion", "created": created, "model": server.name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
@@ -319,16 +322,24 @@ def _openai_routes(app: FastAPI, server: Server) -> None:
 
 
 def _openai_stream(server: Server, job: Job, request: Request, chunk: Callable[[Any, str | None], dict],
-                   delta: Callable[[str | None], Any], first: dict | None = None) -> StreamingResponse:
-    """OpenAI's SSE: a chunk per text event (`delta(text)`), a final one with the finish reason, [DONE]."""
+                   delta: Callable[[str | None], Any], first: dict | None = None,
+                   usage: bool = False) -> StreamingResponse:
+    """OpenAI's SSE: a chunk per text event (`delta(text)`), a final one with the finish reason, with
+    `usage` (stream_options.include_usage) one more with no choices and the token counts, then [DONE]."""
     async def lines() -> AsyncIterator[str]:
         if first is not None:
             yield f"data: {json.dumps(first)}\n\n"
         async for kind, value in server.events(job, request):
             out = chunk(delta(value), None) if kind == "text" else chunk(delta(None), _finish(value["finish_reason"]))
             yield f"data: {json.dumps(out)}\n\n"
+            if kind == "done" and usage:
+                yield f"data: {json.dumps({**out, 'choices': [], 'usage': _usage(value)})}\n\n"
         yield "data: [DONE]\n\n"
     return _stream(lines(), "text/event-stream")
+
+
+def _include_usage(body: S.OpenAIRequest) -> bool:
+    return body.stream_options is not None and body.stream_options.include_usage
 
 
 def _content_text(content) -> str:
@@ -379,8 +390,10 @@ def _ollama_routes(app: FastAPI, server: Server) -> None:
         elif body.raw:
             ids, stop_ids, extra = server.encode_templated(body.prompt), (), ()
         else:
+            # Ollama tokenizes a non-raw prompt with special tokens parsed (its template is {{ .Prompt }});
+            # Tabby and llm-ls send FIM-templated text this way
             text = f"{body.system}\n\n{body.prompt}" if body.system else body.prompt
-            ids, stop_ids, extra = server.cg.tokenizer.encode(text, bos=True), (), ()
+            ids, stop_ids, extra = server.encode_templated(text), (), ()
         if not body.prompt and body.suffix is None and not body.system:  # Ollama's "load the model" call
             return {"model": server.name, "created_at": _now_iso(), "response": "", "done": True,
                     "done_reason": "load"}
@@ -397,7 +410,7 @@ def _ollama_routes(app: FastAPI, server: Server) -> None:
 
     @app.get("/api/tags")
     async def tags() -> dict:
-        return {"models": [_ollama_model(server)]}
+        return {"models": [_ollama_model(server, name) for name in server.names]}
 
     @app.post("/api/show")
     async def show(body: S.OllamaShowRequest) -> dict:
@@ -406,8 +419,9 @@ def _ollama_routes(app: FastAPI, server: Server) -> None:
         psm = render(fim_layout("psm", "{{ .Prompt }}", "{{ .Suffix }}"))  # the layout build_fim sends
         template = "{{- if .Suffix }}" + psm + "{{- else }}{{ .Prompt }}{{- end }}" if fim else "{{ .Prompt }}"
         c = server.cg.config
-        return {"modelfile": f"FROM {server.name}\n", "parameters": "temperature 0\nrepeat_penalty 1",
-                "template": template, "details": _ollama_model(server)["details"],
+        return {"modelfile": f"FROM {server.name}\n", "parameters": _ollama_parameters(server),
+                "template": template, "details": _ollama_model(server, server.name)["details"],
+                "license": "Gemma Terms of Use (https://ai.google.dev/gemma/terms); the weights' own licence governs",
                 "model_info": {"general.architecture": c.model_type, f"{c.model_type}.context_length": server.ctx,
                                f"{c.model_type}.embedding_length": c.hidden_size,
                                f"{c.model_type}.block_count": c.num_hidden_layers},
@@ -419,10 +433,18 @@ def _ollama_routes(app: FastAPI, server: Server) -> None:
         return {"version": OLLAMA_VERSION}
 
 
-def _ollama_model(server: Server) -> dict:
+def _ollama_parameters(server: Server) -> str:
+    """Modelfile parameters as Ollama prints them; Continue reads num_ctx and stop from here."""
+    stops = [t for t in FIM_STOP_TOKENS if t != "<eos>" and server.cg.tokenizer.token_id(t) is not None]
+    lines = [("num_ctx", str(server.ctx)), *(("stop", f'"{t}"') for t in stops), ("temperature", "0"),
+             ("repeat_penalty", "1")]
+    return "\n".join(f"{key:<30} {value}" for key, value in lines)
+
+
+def _ollama_model(server: Server, name: str) -> dict:
     params = sum(p.numel() for p in server.cg.model.parameters())
     size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
-    return {"name": server.name, "model": server.name, "modified_at": _now_iso(), "size": params,
+    return {"name": name, "model": name, "modified_at": _now_iso(), "size": params,
             "digest": uuid.uuid5(uuid.NAMESPACE_URL, server.name).hex,
             "details": {"format": server.cg.source_format or "safetensors",
                         "family": server.cg.config.model_type, "families": [server.cg.config.model_type],
@@ -437,18 +459,16 @@ def _llama_routes(app: FastAPI, server: Server) -> None:
                               repeat_penalty=body.repeat_penalty, seed=body.seed,
                               stop=tuple(body.stop or ()) + tuple(extra_stop), stop_ids=stop_ids)
 
-    async def respond(job: Job, request: Request, stream: bool, truncated: bool = False):
+    async def respond(job: Job, request: Request, body: S.LlamaCommon, truncated: bool = False):
         def final(text: str, summary: dict) -> dict:
-            reason = summary["finish_reason"]
-            return {"content": text, "stop": True, "model": server.name, "truncated": truncated,
-                    "tokens_predicted": summary["completion_tokens"], "tokens_evaluated": summary["prompt_tokens"],
-                    "tokens_cached": summary.get("cached_tokens", 0),
-                    "stop_type": "eos" if reason == "stop" else "limit",
-                    "timings": {"prompt_n": summary["prompt_tokens"] - summary.get("cached_tokens", 0),
-                                "predicted_n": summary["completion_tokens"],
-                                "predicted_ms": summary.get("seconds", 0) * 1000}}
+            out = {"content": text, "stop": True, "model": server.name, "truncated": truncated,
+                   "tokens_predicted": summary["completion_tokens"], "tokens_evaluated": summary["prompt_tokens"],
+                   "tokens_cached": summary.get("cached_tokens", 0),
+                   "stop_type": "eos" if summary["finish_reason"] == "stop" else "limit",
+                   "generation_settings": _generation_settings(server, job), "timings": _llama_timings(summary)}
+            return _response_fields(out, body.response_fields)
 
-        if stream:
+        if body.stream:
             async def lines() -> AsyncIterator[str]:
                 async for kind, value in server.events(job, request):
                     if kind == "text":
@@ -470,7 +490,7 @@ def _llama_routes(app: FastAPI, server: Server) -> None:
                          max_tokens=body.n_predict)
         opts = options(body, len(fim.ids), fim.stop_ids, fim.stop)
         job = server.start(fim.ids, opts, n_indent=body.n_indent, time_limit_ms=float(body.t_max_predict_ms))
-        return await respond(job, request, body.stream, fim.truncated)
+        return await respond(job, request, body, fim.truncated)
 
     @app.post("/completion")
     async def completion(body: S.LlamaCompletionRequest, request: Request):
@@ -482,4 +502,48 @@ def _llama_routes(app: FastAPI, server: Server) -> None:
             ids = server.encode_templated(body.prompt)
         job = server.start(ids, options(body, len(ids)), n_indent=body.n_indent,
                            time_limit_ms=float(body.t_max_predict_ms))
-        return await respond(job, request, body.stream)
+        return await respond(job, request, body)
+
+
+def _llama_timings(summary: dict) -> dict:
+    """llama.cpp's `timings`: prefill (prompt_*) and generation (predicted_*), in ms, per token and per second."""
+    prompt_n = summary["prompt_tokens"] - summary.get("cached_tokens", 0)
+    predicted_n = summary["completion_tokens"]
+    prompt_ms = summary.get("prompt_seconds", 0.0) * 1000
+    predicted_ms = max(summary.get("seconds", 0.0) * 1000 - prompt_ms, 0.0)
+
+    def rates(n: int, ms: float) -> tuple[float, float]:
+        return (ms / n if n else 0.0), (n * 1000 / ms if ms > 0 else 0.0)
+
+    prompt_per_token_ms, prompt_per_second = rates(prompt_n, prompt_ms)
+    predicted_per_token_ms, predicted_per_second = rates(predicted_n, predicted_ms)
+    return {"cache_n": summary.get("cached_tokens", 0), "prompt_n": prompt_n, "prompt_ms": prompt_ms,
+            "prompt_per_token_ms": prompt_per_token_ms, "prompt_per_second": prompt_per_second,
+            "predicted_n": predicted_n, "predicted_ms": predicted_ms,
+            "predicted_per_token_ms": predicted_per_token_ms, "predicted_per_second": predicted_per_second}
+
+
+def _generation_settings(server: Server, job: Job) -> dict:
+    """llama.cpp's `generation_settings` (llama.vscode reads n_ctx from every answer)."""
+    o = job.options
+    return {"n_ctx": server.ctx, "n_predict": o.max_tokens, "model": server.name, "seed": o.seed,
+            "temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, "min_p": o.min_p,
+            "repeat_penalty": o.repetition_penalty, "stop": list(o.stop), "n_indent": job.n_indent,
+            "t_max_predict_ms": job.time_limit_ms, "stream": False,
+            "samplers": ["penalties", "top_k", "top_p", "min_p", "temperature"]}
+
+
+def _response_fields(response: dict, fields: list[str] | None) -> dict:
+    """llama.cpp's `response_fields`: only these paths ("a/b" reaches into objects), keyed by the path."""
+    if not fields:
+        return response
+    out = {}
+    for path in fields:
+        value: Any = response
+        for key in path.split("/"):
+            if not isinstance(value, dict) or key not in value:
+                break
+            value = value[key]
+        else:
+            out[path] = value
+    return out

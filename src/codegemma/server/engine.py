@@ -173,9 +173,11 @@ class Engine:
         generated: list[int] = []
         indent = IndentStop(job.n_indent)
         reason = "length"
+        first: float | None = None  # when the first token came: prefill ends, generation starts
         events = self.cg.stream_ids([job.prompt], job.options, context=self.ctx, reuse=reuse)
         try:
             for ev in events:
+                first = first or time.perf_counter()
                 if job.cancelled.is_set():
                     reason = "cancelled"
                     self.stats.cancelled += 1
@@ -190,8 +192,8 @@ class Engine:
                 if indent.stopped:
                     reason = "stop"
                     break
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                if job.time_limit_ms and elapsed_ms > job.time_limit_ms and "\n" in text:
+                generating_ms = (time.perf_counter() - first) * 1000  # as llama.cpp: from the first token
+                if job.time_limit_ms and generating_ms > job.time_limit_ms and "\n" in text:
                     reason = "length"
                     break
                 if ev.finish_reason:
@@ -199,8 +201,11 @@ class Engine:
         finally:
             events.close()
         self.cached = list(job.prompt) + generated[:-1]
-        job.emit("done", self._summary(job, reason, len(generated), started, reuse))
+        job.emit("done", self._summary(job, reason, len(generated), started, reuse, first))
 
-    def _summary(self, job: Job, reason: str, n: int, started: float, reuse: int) -> dict:
+    def _summary(self, job: Job, reason: str, n: int, started: float, reuse: int,
+                 first: float | None = None) -> dict:
+        """What a response reports; prompt_seconds is the prefill (until the first token)."""
+        end = time.perf_counter()
         return {"finish_reason": reason, "prompt_tokens": len(job.prompt), "completion_tokens": n,
-                "cached_tokens": reuse, "seconds": time.perf_counter() - started}
+                "cached_tokens": reuse, "seconds": end - started, "prompt_seconds": (first or end) - started}

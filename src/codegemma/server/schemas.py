@@ -21,6 +21,10 @@ class Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class StreamOptions(Lenient):
+    include_usage: StrictBool = False
+
+
 class OpenAIRequest(Lenient):
     """Fields both OpenAI routes take."""
 
@@ -30,11 +34,12 @@ class OpenAIRequest(Lenient):
     stop: Stop = None
     seed: Seed | None = None
     stream: StrictBool = False
+    stream_options: StreamOptions | None = None
     n: Annotated[StrictInt, Field(ge=1, le=1)] = 1
 
 
 class CompletionRequest(OpenAIRequest):
-    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=1)] = ""
+    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=1)]  # required, as OpenAI's
     suffix: StrictStr | None = None
     max_tokens: Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)] | None = 16
 
@@ -112,6 +117,7 @@ class LlamaCommon(Lenient):
     cache_prompt: StrictBool = True
     t_max_predict_ms: Annotated[StrictInt | StrictFloat, Field(ge=0, le=1 << 31)] = 0
     n_indent: Annotated[StrictInt, Field(ge=0, le=1 << 16)] = 0
+    response_fields: Annotated[list[StrictStr], Field(max_length=256)] | None = None
 
 
 class InfillRequest(LlamaCommon):

@@ -34,7 +34,7 @@ def start(model: str, threads: int, *extra: str) -> tuple[subprocess.Popen, str]
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen([sys.executable, "-m", "codegemma.cli", "serve", "--model", model, "--port", str(port),
-                             "--parallel", "16", *extra], env=env, stderr=subprocess.DEVNULL)
+                             "--queue", "64", *extra], env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:

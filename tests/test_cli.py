@@ -108,7 +108,7 @@ def test_the_command_set_is_frozen():
                                         *model, *sampling])
     assert flags["chat"] == sorted(["--debug", "--help", "--message", "--system", *model, *sampling])
     assert flags["serve"] == sorted(["--api-key", "--ctx", "--debug", "--help", "--host", "--name",
-                                     "--no-prefix-cache", "--parallel", "--port", *model])
+                                     "--no-prefix-cache", "--port", "--queue", *model])
     assert flags["info"] == sorted(["--debug", "--help", *model])
 
 

@@ -53,7 +53,7 @@ def cg(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def live(cg):
-    server = LiveServer(create_app(cg, name="tiny", ctx=256, parallel=8))
+    server = LiveServer(create_app(cg, name="tiny", ctx=256, queue=8))
     yield server
     server.stop()
 
@@ -180,7 +180,7 @@ def test_concurrent_clients(live, cg):
 
 
 def test_health_does_not_wait_and_full_queue_answers_503(cg):
-    server = LiveServer(create_app(cg, name="tiny", ctx=256, parallel=1))
+    server = LiveServer(create_app(cg, name="tiny", ctx=256, queue=1))
     try:
         slow = threading.Thread(target=lambda: httpx.post(f"{server.url}/completion",
                                                           json={"prompt": "a", "n_predict": 240}, timeout=60))
@@ -267,7 +267,7 @@ def test_schema_fuzz_finds_no_server_errors(cg):
     import schemathesis
     from hypothesis import HealthCheck, given, settings
 
-    app = create_app(cg, name="tiny", ctx=128, parallel=64)
+    app = create_app(cg, name="tiny", ctx=128, queue=64)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     failures, statuses = [], []
     for op in schema.get_all_operations():
@@ -320,7 +320,7 @@ def test_every_dialect_sends_the_ids_the_api_builds(live, cg):
 def test_every_dialect_sends_the_api_ids_without_fim_tokens(default_model):
     """The default model has no FIM tokens: context files and prefix are continued left to right."""
     assert not default_model.fim_native
-    server = LiveServer(create_app(default_model, name="default", ctx=1024, parallel=2))
+    server = LiveServer(create_app(default_model, name="default", ctx=1024, queue=2))
     try:
         assert_dialects_send_the_api_ids(server, default_model)
     finally:

@@ -16,8 +16,8 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every route but /health")
     p.add_argument("--ctx", type=int, default=4096, help="context window in tokens (capped by the model's)")
-    p.add_argument("--parallel", type=int, default=4,
-                   help="requests admitted at once (one generates, the rest wait); more get 503")
+    p.add_argument("--queue", type=int, default=512,
+                   help="requests waiting at once (one generates at a time); more get 503 (default 512, as Ollama)")
     p.add_argument("--name", default=None, help="model name reported to clients (default: the file's name)")
     p.add_argument("--no-prefix-cache", action="store_true", help="always prefill the whole prompt")
 
@@ -29,10 +29,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise CliError(f"--port must be in 1..65535, got {args.port}")
-    if args.ctx < 16 or args.parallel < 1:
-        raise CliError(f"--ctx must be >= 16 and --parallel >= 1 (got --ctx {args.ctx}, --parallel {args.parallel})")
+    if args.ctx < 16 or args.queue < 1:
+        raise CliError(f"--ctx must be >= 16 and --queue >= 1 (got --ctx {args.ctx}, --queue {args.queue})")
     cg = load_model(args)
-    app = create_app(cg, name=args.name, ctx=args.ctx, parallel=args.parallel, api_key=args.api_key,
+    app = create_app(cg, name=args.name, ctx=args.ctx, queue=args.queue, api_key=args.api_key,
                      prefix_cache=not args.no_prefix_cache)
     fim = "native" if cg.fim_native else "fallback: left to right"
     ctx = min(args.ctx, cg.config.max_position_embeddings)

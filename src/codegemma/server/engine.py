@@ -1,16 +1,21 @@
-"""The serving engine: one model, one worker thread, a bounded queue, and a KV cache shared across requests.
+"""The serving engine: one model, one worker thread, a priority queue, and a KV cache shared across requests.
 
-Requests are served one at a time in arrival order; the KV cache of the previous request stays
-attached, and the next request prefills only what follows their longest common token prefix (so a
-one-character edit does not re-read the whole file). A request whose client went away is stopped
-before its next decoding step.
+Requests are served one at a time: interactive completions first, then chat, then background cache
+fills (llama.vscode's `n_predict: 0`), each in arrival order. A newer interactive request from the
+same client supersedes its queued ones (an editor aborts the previous completion on each keystroke),
+and a request whose client went away gives its place back at once. The KV cache of the previous
+request stays attached, and the next request prefills only what follows their longest common token
+prefix (so a one-character edit does not re-read the whole file); prefill runs in chunks, and a
+cancelled request stops between chunks or before its next decoding step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import queue
+import heapq
+import itertools
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,31 +26,54 @@ import torch
 from ..api import CodeGemma, Options
 from ..errors import CodeGemmaError
 
+logger = logging.getLogger(__name__)
+
+INTERACTIVE, CHAT, BACKGROUND = 0, 1, 2  # job priorities: lower runs first
+QUEUE_DEPTH = 512  # requests admitted at once before 503, as Ollama's OLLAMA_MAX_QUEUE
+PREFILL_CHUNK = 256  # prompt tokens per prefill step; cancellation is checked between steps
+
 
 class QueueFull(CodeGemmaError):
-    """More requests than --parallel admits; the server answers 503."""
+    """More requests waiting than the queue holds; the server answers 503."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
     prompt: list[int]
     options: Options
     loop: asyncio.AbstractEventLoop
     n_indent: int = 0  # stop at a line indented less than this (llama.cpp's n_indent); 0 = off
     time_limit_ms: float = 0.0  # after this, stop at the next newline (llama.cpp's t_max_predict_ms); 0 = off
+    priority: int = INTERACTIVE
+    client: str | None = None  # interactive requests of one client supersede each other
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def emit(self, kind: str, value: Any) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
 
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+def supersedes(new: Job, old: Job) -> bool:
+    """A keystroke's request replaces the previous one: both interactive, from the same client, and
+    about the same place (their prompts share at least half of the older one's tokens from the start)."""
+    if new.client != old.client or new.priority != INTERACTIVE or old.priority != INTERACTIVE:
+        return False
+    shared = next((i for i, (a, b) in enumerate(zip(new.prompt, old.prompt)) if a != b),
+                  min(len(new.prompt), len(old.prompt)))
+    return shared >= max(2, len(old.prompt) // 2)
+
 
 @dataclass
 class Stats:
     requests: int = 0
     cancelled: int = 0
+    superseded: int = 0
     reused_tokens: int = 0
     prefilled_tokens: int = 0
+    generated_tokens: int = 0
 
 
 class IndentStop:
@@ -89,13 +117,20 @@ class IndentStop:
 
 
 class Engine:
-    def __init__(self, cg: CodeGemma, *, ctx: int, parallel: int = 4, prefix_cache: bool = True) -> None:
+    """Runs jobs on a worker thread, in priority order, over one attached KV cache."""
+
+    def __init__(self, cg: CodeGemma, *, ctx: int, queue_depth: int = QUEUE_DEPTH, prefix_cache: bool = True,
+                 prefill_chunk: int = PREFILL_CHUNK) -> None:
         self.cg = cg
         self.ctx = ctx
         self.prefix_cache = prefix_cache
-        self.jobs: queue.Queue[Job | None] = queue.Queue()
-        self.capacity = max(1, parallel)
-        self._admitted = threading.Semaphore(self.capacity)
+        self.capacity = max(1, queue_depth)
+        self.prefill_chunk = max(1, prefill_chunk)
+        self._lock = threading.Condition()
+        self._heap: list[tuple[int, int, Job]] = []
+        self._order = itertools.count()
+        self._live: set[Job] = set()  # admitted, neither finished nor cancelled
+        self._closed = False
         self.cached: list[int] = []  # the tokens whose K/V sit in the model's cache, slot by slot
         self._cache = None  # the cache this engine attached to the model (anyone else's is never trusted)
         self.stats = Stats()
@@ -105,37 +140,62 @@ class Engine:
         self._thread.start()
 
     def submit(self, job: Job) -> None:
-        if not self._admitted.acquire(blocking=False):
-            raise QueueFull(f"the server is busy ({self.capacity} requests in progress); try again")
-        self.recent.append(job.prompt)
-        self.jobs.put(job)
+        """Queues a job; a cancelled job's place is free at once. Raises QueueFull when really overloaded."""
+        with self._lock:
+            self._live = {j for j in self._live if not j.cancelled.is_set()}
+            if len(self._live) >= self.capacity:
+                raise QueueFull(f"the server is busy ({self.capacity} requests waiting); try again")
+            if job.client is not None and job.priority == INTERACTIVE:
+                for _, _, old in self._heap:
+                    if not old.cancelled.is_set() and supersedes(job, old):
+                        old.cancel()
+                        self.stats.superseded += 1
+            self.recent.append(job.prompt)
+            self._live.add(job)
+            heapq.heappush(self._heap, (job.priority, next(self._order), job))
+            self._lock.notify()
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued and not cancelled."""
+        with self._lock:
+            return sum(not j.cancelled.is_set() for _, _, j in self._heap)
 
     def close(self) -> None:
         """Stops the worker and detaches the KV cache it attached (the model can then be used elsewhere)."""
-        self.jobs.put(None)
+        with self._lock:
+            self._closed = True
+            for _, _, job in self._heap:
+                job.cancel()
+            self._lock.notify()
         self._thread.join(timeout=5)
         if self._cache is not None and self._attached() is self._cache:
             self.cg.model.clear_cache()
         self._cache, self.cached = None, []
 
-    def _attached(self):
-        return self.cg.model.model.layers[0].self_attn.cache
+    def _next(self) -> Job | None:
+        with self._lock:
+            while not self._heap and not self._closed:
+                self._lock.wait()
+            return heapq.heappop(self._heap)[2] if self._heap else None
 
     def _work(self) -> None:
         torch.set_grad_enabled(False)
-        while True:
-            job = self.jobs.get()
-            if job is None:
-                return
+        while (job := self._next()) is not None:
             try:
                 self.busy = True
                 self._run(job)
             except Exception as exc:  # reported to the client; the worker lives on
+                logger.exception("generation failed (prompt of %d tokens)", len(job.prompt))
                 self.cached = []
                 job.emit("error", str(exc))
             finally:
                 self.busy = False
-                self._admitted.release()
+                with self._lock:
+                    self._live.discard(job)
+
+    def _attached(self):
+        return self.cg.model.model.layers[0].self_attn.cache
 
     def _prepare_cache(self, prompt: list[int]) -> int:
         """Attaches the shared cache if needed and returns how many prompt tokens it already holds."""
@@ -154,27 +214,25 @@ class Engine:
 
     def _run(self, job: Job) -> None:
         self.stats.requests += 1
+        started = time.perf_counter()
+        reuse = self._prepare_cache(job.prompt) if not job.cancelled.is_set() else 0
+        # all but the last prompt token now (the decoding loop feeds that one); a cache fill takes them all
+        filled = self._prefill(job, reuse, len(job.prompt) - (1 if job.options.max_tokens else 0))
+        self.stats.reused_tokens += reuse
+        self.stats.prefilled_tokens += filled - reuse
         if job.cancelled.is_set():
             self.stats.cancelled += 1
-            job.emit("done", {"finish_reason": "cancelled", "prompt_tokens": len(job.prompt), "completion_tokens": 0})
+            job.emit("done", self._summary(job, "cancelled", 0, started, reuse))
             return
-        reuse = self._prepare_cache(job.prompt)
-        self.stats.reused_tokens += reuse
-        self.stats.prefilled_tokens += len(job.prompt) - reuse
-        started = time.perf_counter()
         if job.options.max_tokens == 0:  # only fill the cache
-            with torch.inference_mode():
-                ids = torch.tensor([job.prompt[reuse:]], device=self.cg.device)
-                self.cg.model(ids, start=reuse, last=0)
-            self.cached = list(job.prompt)
             job.emit("done", self._summary(job, "length", 0, started, reuse))
             return
-        self.cached = list(job.prompt[:reuse])  # until generation ends, only this much is certain
+        self.cached = list(job.prompt[:filled])  # until generation ends, only this much is certain
         generated: list[int] = []
         indent = IndentStop(job.n_indent)
         reason = "length"
         first: float | None = None  # when the first token came: prefill ends, generation starts
-        events = self.cg.stream_ids([job.prompt], job.options, context=self.ctx, reuse=reuse)
+        events = self.cg.stream_ids([job.prompt], job.options, context=self.ctx, reuse=filled)
         try:
             for ev in events:
                 first = first or time.perf_counter()
@@ -201,7 +259,21 @@ class Engine:
         finally:
             events.close()
         self.cached = list(job.prompt) + generated[:-1]
+        self.stats.generated_tokens += len(generated)
         job.emit("done", self._summary(job, reason, len(generated), started, reuse, first))
+
+    def _prefill(self, job: Job, start: int, end: int) -> int:
+        """Prompt tokens [start, end) into the cache, PREFILL_CHUNK at a time; stops early if the job is
+        cancelled. Returns how far the cache now holds the prompt (kept for the next request)."""
+        pos = start
+        with torch.inference_mode():
+            while pos < end and not job.cancelled.is_set():
+                stop = min(pos + self.prefill_chunk, end)
+                ids = torch.tensor([job.prompt[pos:stop]], device=self.cg.device)
+                self.cg.model(ids, start=pos, last=0)
+                pos = stop
+                self.cached = list(job.prompt[:pos])
+        return pos
 
     def _summary(self, job: Job, reason: str, n: int, started: float, reuse: int,
                  first: float | None = None) -> dict:

@@ -118,6 +118,7 @@ class LlamaCommon(Lenient):
     t_max_predict_ms: Annotated[StrictInt | StrictFloat, Field(ge=0, le=1 << 31)] = 0
     n_indent: Annotated[StrictInt, Field(ge=0, le=1 << 16)] = 0
     response_fields: Annotated[list[StrictStr], Field(max_length=256)] | None = None
+    n_cmpl: Annotated[StrictInt, Field(ge=1, le=16)] = 1  # candidates (llama.vscode sends 3)
 
 
 class InfillRequest(LlamaCommon):

@@ -1,0 +1,185 @@
+"""What every dialect shares: the Server (limits, options, prompts, jobs and their events), errors in
+each dialect's shape, and one streaming encoder (SSE or NDJSON)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from ..api import CodeGemma, Options
+from ..errors import CodeGemmaError
+from ..prompts import FimPrompt, FimRequest, PromptError, build_fim, chat_prompt, chat_stop_ids, encode_prompt
+from .engine import INTERACTIVE, QUEUE_DEPTH, Engine, Job, QueueFull
+
+ALIAS = "codegemma"  # listed beside the served name: the model name editors' settings use
+DISCONNECT_POLL = 0.05  # seconds between checks that the client is still there
+
+
+class ApiError(CodeGemmaError):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+def error_body(path: str, status: int, message: str, kind: str) -> dict:
+    """Each dialect's error shape: OpenAI nests an object, Ollama a string, llama.cpp a coded object."""
+    if path.startswith("/v1/"):
+        return {"error": {"message": message, "type": kind, "code": status}}
+    if path.startswith("/api/"):
+        return {"error": message}
+    return {"error": {"code": status, "message": message, "type": kind}}
+
+
+class Server:
+    """The state every route reaches: one model and one Engine; generation runs on the engine's thread."""
+
+    def __init__(self, cg: CodeGemma, *, name: str, ctx: int, queue_depth: int = QUEUE_DEPTH,
+                 prefix_cache: bool = True) -> None:
+        self.cg, self.name, self.ctx = cg, name, ctx
+        self.engine = Engine(cg, ctx=ctx, queue_depth=queue_depth, prefix_cache=prefix_cache)
+        self.created = int(time.time())
+
+    @property
+    def names(self) -> list[str]:
+        """The served name, then the alias editors are usually configured with. One model is served,
+        under whatever name a client sends (as llama.cpp's server)."""
+        return [self.name] + ([ALIAS] if self.name != ALIAS else [])
+
+    def limit(self, requested: int | None, prompt_len: int, default: int) -> int:
+        """max tokens for a request, capped at the room the window has left (never refused, as Ollama
+        and llama.cpp): unlimited (-1/None) and too-large limits mean up to the end of the window."""
+        room = self.ctx - prompt_len
+        if room <= 0:
+            raise ApiError(400, f"the prompt has {prompt_len} tokens; the context window is {self.ctx}")
+        if requested is None:
+            requested = default
+        return room if requested < 0 else min(requested, room)
+
+    @staticmethod
+    def stops(stop: str | list[str] | None) -> tuple[str, ...]:
+        return () if stop is None else (stop,) if isinstance(stop, str) else tuple(s for s in stop if s)
+
+    @staticmethod
+    def options(max_tokens: int, *, temperature: float | None = None, top_p: float | None = None,
+                top_k: int | None = None, min_p: float | None = None, repeat_penalty: float | None = None,
+                seed: int | None = None, stop: tuple[str, ...] = (), stop_ids: tuple[int, ...] = ()) -> Options:
+        opts = Options(max_tokens=max_tokens, temperature=float(temperature or 0.0),
+                       top_p=float(top_p) if top_p else 1.0, top_k=top_k or 0, min_p=float(min_p or 0.0),
+                       repetition_penalty=float(repeat_penalty or 1.0), seed=seed, stop=stop, stop_ids=stop_ids)
+        try:
+            opts.sampling()
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from exc
+        return opts
+
+    def encode_templated(self, text: str) -> list[int]:
+        """A prompt the client already templated: special-token text becomes control tokens."""
+        return self.cg.tokenizer.encode(text, bos=True, parse_special=True)
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        try:
+            return encode_prompt(self.cg.tokenizer, chat_prompt(messages))
+        except PromptError as exc:
+            raise ApiError(400, str(exc)) from exc
+
+    def chat_stop_ids(self) -> tuple[int, ...]:
+        return chat_stop_ids(self.cg.tokenizer)
+
+    def fim(self, req: FimRequest, max_tokens: int | None = None, default: int = 128) -> FimPrompt:
+        """The request's ids, cut to leave room for the tokens to generate (at most half the window: an
+        editor's num_predict of 4096 in a 4096 window still leaves the code nearest the cursor)."""
+        reserve = default if max_tokens is None or max_tokens < 0 else max_tokens
+        reserve = min(reserve, self.ctx // 2)
+        try:
+            return build_fim(self.cg.tokenizer, req, budget=self.ctx - reserve)
+        except PromptError as exc:
+            raise ApiError(400, str(exc)) from exc
+
+    # Running a job and reading its events.
+    def start(self, ids: list[int], opts: Options, request: Request, *, priority: int = INTERACTIVE,
+              n_indent: int = 0, time_limit_ms: float = 0.0) -> Job:
+        """Queues a job. Interactive jobs of one client (address, user agent, route) supersede each other."""
+        job = Job(ids, opts, asyncio.get_running_loop(), n_indent=n_indent, time_limit_ms=time_limit_ms,
+                  priority=priority, client=client_key(request))
+        try:
+            self.engine.submit(job)
+        except QueueFull as exc:
+            raise ApiError(503, str(exc), "server_busy") from exc
+        return job
+
+    async def events(self, job: Job, request: Request) -> AsyncIterator[tuple[str, Any]]:
+        """The job's ("text", str) events then one ("done", summary); cancels it if the client leaves."""
+        finished = False
+        try:
+            while True:
+                try:
+                    kind, value = await asyncio.wait_for(job.events.get(), timeout=DISCONNECT_POLL)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    continue
+                if kind == "error":
+                    finished = True
+                    raise ApiError(500, f"generation failed: {value}", "server_error")
+                yield kind, value
+                if kind == "done":
+                    finished = True
+                    return
+        finally:
+            if not finished:
+                job.cancel()
+
+    async def collect(self, job: Job, request: Request) -> tuple[str, dict]:
+        text, summary = [], {"finish_reason": "cancelled", "prompt_tokens": len(job.prompt), "completion_tokens": 0}
+        async for kind, value in self.events(job, request):
+            if kind == "text":
+                text.append(value)
+            else:
+                summary = value
+        return "".join(text), summary
+
+
+def client_key(request: Request) -> str:
+    host = request.client.host if request.client else ""
+    return f"{host}|{request.headers.get('user-agent', '')}|{request.url.path}"
+
+
+def stream_response(server: Server, job: Job, request: Request, *, piece: Callable[[str], dict],
+                    final: Callable[[dict], Iterable[dict]], sse: bool, first: Iterable[dict] = (),
+                    done_line: str | None = None) -> StreamingResponse:
+    """The one streaming encoder: `first` objects, `piece(text)` per text event, `final(summary)` at the
+    end, each framed as SSE (`data: {...}`) or NDJSON, then `done_line` (OpenAI's `data: [DONE]`)."""
+    def frame(obj: dict) -> str:
+        return f"data: {json.dumps(obj)}\n\n" if sse else json.dumps(obj) + "\n"
+
+    async def lines() -> AsyncIterator[str]:
+        for obj in first:
+            yield frame(obj)
+        async for kind, value in server.events(job, request):
+            for obj in ([piece(value)] if kind == "text" else final(value)):
+                yield frame(obj)
+        if done_line is not None:
+            yield done_line
+
+    media = "text/event-stream" if sse else "application/x-ndjson"
+    return StreamingResponse(lines(), media_type=media, headers={"Cache-Control": "no-cache"})
+
+
+def get_server(request: Request) -> Server:
+    """FastAPI dependency: the Server of the app handling this request."""
+    return request.app.state.server
+
+
+def finish_reason(reason: str) -> str:
+    return "stop" if reason in ("stop", "cancelled") else "length"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")

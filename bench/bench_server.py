@@ -2,7 +2,9 @@
 
 Time to first token for a cold ~1500-token FIM request and for the next request after a one-character
 edit, with the prefix cache and without it (a second server started with --no-prefix-cache, the
-baseline); then completion throughput with 1, 4 and 8 concurrent clients.
+baseline); the keystroke storm (six requests 100 or 350 ms apart, each aborting the one before, as
+editors do: latency of the newest beside the same request alone, goal <= 1.2x); then completion
+throughput with 1, 4 and 8 concurrent clients.
 
     python bench/bench_server.py [--model default] [--threads 2] [--dtype bfloat16]
 """
@@ -68,6 +70,36 @@ def ttft(url: str, body: dict) -> tuple[float, int]:
     return first or float("nan"), evaluated
 
 
+def answer_seconds(url: str, body: dict) -> float:
+    t = time.perf_counter()
+    r = httpx.post(f"{url}/infill", json={**body, "stream": False}, headers={"User-Agent": "storm"}, timeout=300)
+    r.raise_for_status()
+    return time.perf_counter() - t
+
+
+def storm(url: str, interval: float, keystrokes: int = 6) -> tuple[float, float]:
+    """(seconds for the newest of `keystrokes` requests, seconds for that request alone); each request
+    starts from a cache holding another file, as after switching files."""
+    other = {**editor_request(False), "input_prefix": "import json\n" * 200}
+    base = editor_request(False)
+    bodies = [{**base, "input_prefix": base["input_prefix"] + "x" * k, "stream": False} for k in range(keystrokes)]
+    answer_seconds(url, other)
+    alone = answer_seconds(url, bodies[-1])
+    answer_seconds(url, other)
+    port = int(url.rsplit(":", 1)[1])
+    sock = None
+    for body in bodies[:-1]:
+        if sock is not None:
+            sock.close()  # the editor aborts the previous request
+        sock = socket.create_connection(("127.0.0.1", port))
+        data = json.dumps(body).encode()
+        sock.sendall(f"POST /infill HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nUser-Agent: storm\r\n"
+                     f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        time.sleep(interval)
+    sock.close()
+    return answer_seconds(url, bodies[-1]), alone
+
+
 def throughput(url: str, clients: int, per_client: int = 3) -> float:
     prompts = [f"def function_{i}(x):\n    " for i in range(clients * per_client)]
 
@@ -95,6 +127,7 @@ def main() -> None:
             edits = [ttft(url, editor_request(i % 2 == 0))[0] for i in range(4)]
             rows.append((label, n, cold, statistics.median(edits)))
             if not extra:
+                storms = {ms: storm(url, ms / 1000) for ms in (100, 350)}
                 rates = {c: throughput(url, c) for c in (1, 4, 8)}
         finally:
             proc.terminate()
@@ -104,6 +137,10 @@ def main() -> None:
     print("|---|---|---|---|")
     for label, n, cold, edit in rows:
         print(f"| {label} | {n} | {cold:.2f} | {edit:.2f} |")
+    print("\n| keystrokes apart | newest answered s | same request alone s | ratio (goal <= 1.2) |")
+    print("|---|---|---|---|")
+    for ms, (newest, alone) in storms.items():
+        print(f"| {ms} ms | {newest:.2f} | {alone:.2f} | {newest / alone:.2f}x |")
     print("\n| concurrent clients | completion tokens/s (all clients) |")
     print("|---|---|")
     for c, rate in rates.items():

@@ -1,7 +1,8 @@
 """The serving engine: one model, one worker thread, a priority queue, and a KV cache shared across requests.
 
 Requests are served one at a time: interactive completions first, then chat, then background cache
-fills (llama.vscode's `n_predict: 0`), each in arrival order. A newer interactive request from the
+fills (llama.vscode's `n_predict: 0`), each in arrival order; a chat or a fill in progress pauses
+between two steps while interactive requests run, and resumes exactly. A newer interactive request from the
 same client supersedes its queued ones (an editor aborts the previous completion on each keystroke),
 and a request whose client went away gives its place back at once. The KV cache of the previous
 request stays attached, and the next request prefills only what follows their longest common token
@@ -74,6 +75,7 @@ class Stats:
     reused_tokens: int = 0
     prefilled_tokens: int = 0
     generated_tokens: int = 0
+    pauses: int = 0  # chats and cache fills paused for interactive requests
 
 
 class IndentStop:
@@ -182,17 +184,47 @@ class Engine:
     def _work(self) -> None:
         torch.set_grad_enabled(False)
         while (job := self._next()) is not None:
-            try:
-                self.busy = True
-                self._run(job)
-            except Exception as exc:  # reported to the client; the worker lives on
-                logger.exception("generation failed (prompt of %d tokens)", len(job.prompt))
-                self.cached = []
-                job.emit("error", str(exc))
-            finally:
-                self.busy = False
-                with self._lock:
-                    self._live.discard(job)
+            self.busy = True
+            self._run_one(job)
+            self.busy = False
+
+    def _run_one(self, job: Job) -> None:
+        try:
+            self._run(job)
+        except Exception as exc:  # reported to the client; the worker lives on
+            logger.exception("generation failed (prompt of %d tokens)", len(job.prompt))
+            self.cached = []
+            job.emit("error", str(exc))
+        finally:
+            with self._lock:
+                self._live.discard(job)
+
+    def _interactive_waiting(self) -> bool:
+        with self._lock:
+            return any(j.priority == INTERACTIVE and not j.cancelled.is_set() for _, _, j in self._heap)
+
+    def _pop_interactive(self) -> Job | None:
+        with self._lock:
+            return heapq.heappop(self._heap)[2] if self._heap and self._heap[0][0] == INTERACTIVE else None
+
+    def _yield_to_interactive(self, slots: int) -> None:
+        """Pauses a chat or a cache fill between two steps so that completions never wait behind it: its
+        first `slots` cache slots are copied aside, the waiting interactive jobs run, and the copy is put
+        back, so the paused job resumes exactly where it was."""
+        layers = [block.self_attn.cache for block in self.cg.model.model.layers]
+        saved = [(c.k[:, :, :slots].clone(), c.v[:, :, :slots].clone()) for c in layers]
+        cached = self.cached
+        while (other := self._pop_interactive()) is not None:
+            self._run_one(other)
+        for c, (k, v) in zip(layers, saved):
+            c.k[:, :, :slots] = k
+            c.v[:, :, :slots] = v
+        self.cached = cached[:slots]  # slots past the copy may hold the other jobs' tokens now
+        self.stats.pauses += 1
+
+    def _maybe_pause(self, job: Job, slots: int) -> None:
+        if job.priority != INTERACTIVE and self._interactive_waiting():
+            self._yield_to_interactive(slots)
 
     def _attached(self):
         return self.cg.model.model.layers[0].self_attn.cache
@@ -256,6 +288,7 @@ class Engine:
                     break
                 if ev.finish_reason:
                     break
+                self._maybe_pause(job, len(job.prompt) + len(generated) - 1)  # the last token is not in yet
         finally:
             events.close()
         self.cached = list(job.prompt) + generated[:-1]
@@ -268,6 +301,7 @@ class Engine:
         pos = start
         with torch.inference_mode():
             while pos < end and not job.cancelled.is_set():
+                self._maybe_pause(job, pos)
                 stop = min(pos + self.prefill_chunk, end)
                 ids = torch.tensor([job.prompt[pos:stop]], device=self.cg.device)
                 self.cg.model(ids, start=pos, last=0)

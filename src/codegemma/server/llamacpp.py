@@ -13,7 +13,7 @@ from ..api import Options
 from ..prompts import ContextFile, FimRequest
 from . import schemas as S
 from .engine import BACKGROUND, INTERACTIVE, Job
-from .service import ApiError, Server, get_server, stream_response
+from .service import ApiError, Server, candidates, get_server, stream_response
 
 router = APIRouter()
 
@@ -41,13 +41,10 @@ async def _respond(server: Server, request: Request, body: S.LlamaCommon, ids: l
         job = _start(server, request, body, ids, make_options(0))
         return stream_response(server, job, request, sse=True, piece=lambda text: {"content": text, "stop": False},
                                final=lambda summary: [_final(server, job, body, "", summary, truncated, 0)])
-    answers = []
-    for i in range(body.n_cmpl):
-        job = _start(server, request, body, ids, make_options(i))
-        text, summary = await server.collect(job, request)
-        answers.append(_final(server, job, body, text, summary, truncated, i))
-        if summary["finish_reason"] == "cancelled" or await request.is_disconnected():
-            break
+    priority = BACKGROUND if body.n_predict == 0 else INTERACTIVE
+    done = await candidates(server, request, ids, make_options, body.n_cmpl, priority=priority,
+                            n_indent=body.n_indent, time_limit_ms=float(body.t_max_predict_ms))
+    answers = [_final(server, job, body, text, summary, truncated, i) for i, (job, text, summary) in enumerate(done)]
     return answers[0] if body.n_cmpl == 1 else answers
 
 

@@ -7,10 +7,11 @@ import uuid
 
 from fastapi import APIRouter, Depends, Request
 
+from ..api import Options
 from ..prompts import FimRequest
 from . import schemas as S
 from .engine import CHAT, INTERACTIVE
-from .service import Server, finish_reason, get_server, stream_response
+from .service import ApiError, Server, candidates, finish_reason, get_server, stream_response
 
 router = APIRouter()
 
@@ -30,21 +31,29 @@ async def completions(body: S.CompletionRequest, request: Request, server: Serve
         ids, stop, stop_ids = fim.ids, stop + fim.stop, fim.stop_ids
     else:
         ids, stop_ids = server.encode_templated(prompt), ()
-    opts = server.options(server.limit(body.max_tokens, len(ids), 16), temperature=body.temperature,
-                          top_p=body.top_p, seed=body.seed, stop=stop, stop_ids=stop_ids)
-    job = server.start(ids, opts, request, priority=INTERACTIVE)
+    limit = server.limit(body.max_tokens, len(ids), 16)
+
+    def options(i: int) -> Options:
+        seed = None if body.seed is None else body.seed + i
+        return server.options(limit, temperature=body.temperature, top_p=body.top_p, seed=seed, stop=stop,
+                              stop_ids=stop_ids)
+
     ident, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
-    def chunk(text: str, reason: str | None = None) -> dict:
+    def chunk(text: str, reason: str | None = None, index: int = 0) -> dict:
         return {"id": ident, "object": "text_completion", "created": created, "model": server.name,
-                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": reason}]}
+                "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": reason}]}
 
     if body.stream:
+        _one_stream(body)
+        job = server.start(ids, options(0), request, priority=INTERACTIVE)
         return stream_response(server, job, request, piece=lambda text: chunk(text, None),
                                final=lambda summary: _final_chunks(chunk(""), summary, body), sse=True,
                                done_line="data: [DONE]\n\n")
-    text, summary = await server.collect(job, request)
-    return {**chunk(text, finish_reason(summary["finish_reason"])), "usage": usage(summary)}
+    done = await candidates(server, request, ids, options, body.n, priority=INTERACTIVE)
+    choices = [chunk(text, finish_reason(summary["finish_reason"]), i)["choices"][0]
+               for i, (_, text, summary) in enumerate(done)]
+    return {**chunk(""), "choices": choices, "usage": _total_usage([summary for _, _, summary in done])}
 
 
 @router.post("/v1/chat/completions")
@@ -52,9 +61,13 @@ async def chat(body: S.ChatRequest, request: Request, server: Server = Depends(g
     messages = [{"role": m.role, "content": _content_text(m.content)} for m in body.messages]
     ids = server.encode_chat(messages)
     limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    opts = server.options(server.limit(limit, len(ids), -1), temperature=body.temperature, top_p=body.top_p,
-                          seed=body.seed, stop=server.stops(body.stop), stop_ids=server.chat_stop_ids())
-    job = server.start(ids, opts, request, priority=CHAT)
+    limit = server.limit(limit, len(ids), -1)
+
+    def options(i: int) -> Options:
+        seed = None if body.seed is None else body.seed + i
+        return server.options(limit, temperature=body.temperature, top_p=body.top_p, seed=seed,
+                              stop=server.stops(body.stop), stop_ids=server.chat_stop_ids())
+
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
     def chunk(delta: dict, reason: str | None = None) -> dict:
@@ -62,14 +75,29 @@ async def chat(body: S.ChatRequest, request: Request, server: Server = Depends(g
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
 
     if body.stream:
+        _one_stream(body)
+        job = server.start(ids, options(0), request, priority=CHAT)
         return stream_response(server, job, request, piece=lambda text: chunk({"content": text}),
                                final=lambda summary: _final_chunks(chunk({}), summary, body), sse=True,
                                first=[chunk({"role": "assistant", "content": ""})], done_line="data: [DONE]\n\n")
-    text, summary = await server.collect(job, request)
+    done = await candidates(server, request, ids, options, body.n, priority=CHAT)
     return {"id": ident, "object": "chat.completion", "created": created, "model": server.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                         "finish_reason": finish_reason(summary["finish_reason"])}],
-            "usage": usage(summary)}
+            "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                         "finish_reason": finish_reason(summary["finish_reason"])}
+                        for i, (_, text, summary) in enumerate(done)],
+            "usage": _total_usage([summary for _, _, summary in done])}
+
+
+def _one_stream(body: S.OpenAIRequest) -> None:
+    if body.n > 1:
+        raise ApiError(400, "n > 1 needs stream: false")
+
+
+def _total_usage(summaries: list[dict]) -> dict:
+    """One prompt, several completions: the prompt counted once, as OpenAI does."""
+    completion = sum(s["completion_tokens"] for s in summaries)
+    prompt = summaries[0]["prompt_tokens"]
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _final_chunks(last: dict, summary: dict, body: S.OpenAIRequest) -> list[dict]:

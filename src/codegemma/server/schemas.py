@@ -35,7 +35,7 @@ class OpenAIRequest(Lenient):
     seed: Seed | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    n: Annotated[StrictInt, Field(ge=1, le=1)] = 1
+    n: Annotated[StrictInt, Field(ge=1, le=16)] = 1  # choices (one after another, sharing the cached prompt)
 
 
 class CompletionRequest(OpenAIRequest):

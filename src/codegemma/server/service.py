@@ -84,8 +84,16 @@ class Server:
         return self.cg.tokenizer.encode(text, bos=True, parse_special=True)
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
+        """Gemma's chat prompt. A conversation longer than 3/4 of the window loses its oldest exchanges
+        (a user turn and the reply) first, the system text kept, as Ollama fits a chat into its window."""
         try:
-            return encode_prompt(self.cg.tokenizer, chat_prompt(messages))
+            ids = encode_prompt(self.cg.tokenizer, chat_prompt(messages))
+            head = messages[:1] if messages and messages[0].get("role") == "system" else []
+            rest = messages[len(head):]
+            while len(ids) > self.ctx * 3 // 4 and len(rest) > 2:
+                rest = rest[2:]
+                ids = encode_prompt(self.cg.tokenizer, chat_prompt(head + rest))
+            return ids
         except PromptError as exc:
             raise ApiError(400, str(exc)) from exc
 
@@ -144,6 +152,20 @@ class Server:
             else:
                 summary = value
         return "".join(text), summary
+
+
+async def candidates(server: Server, request: Request, ids: list[int], make_options: Callable[[int], Options], n: int,
+                     **job_args: Any) -> list[tuple[Job, str, dict]]:
+    """n answers to one prompt, one after another, each reusing the prompt's cached prefill (candidate i
+    gets make_options(i)); stops early if the client leaves or a newer request supersedes one."""
+    out = []
+    for i in range(n):
+        job = server.start(ids, make_options(i), request, **job_args)
+        text, summary = await server.collect(job, request)
+        out.append((job, text, summary))
+        if summary["finish_reason"] == "cancelled" or await request.is_disconnected():
+            break
+    return out
 
 
 def client_key(request: Request) -> str:

@@ -2,7 +2,8 @@
 
 Time to first token for a cold ~1500-token FIM request and for the next request after a one-character
 edit, with the prefix cache and without it (a second server started with --no-prefix-cache, the
-baseline); the keystroke storm (six requests 100 or 350 ms apart, each aborting the one before, as
+baseline), and after switching to another file and back (warm from a RAM snapshot with the prompt
+cache); the keystroke storm (six requests 100 or 350 ms apart, each aborting the one before, as
 editors do: latency of the newest beside the same request alone, goal <= 1.2x); then completion
 throughput with 1, 4 and 8 concurrent clients.
 
@@ -55,6 +56,11 @@ def editor_request(edit: bool) -> dict:
     if edit:
         prefix = prefix[:-40] + "#" + prefix[-40:]  # one character typed a line above the cursor
     return {"input_prefix": prefix, "input_suffix": suffix, "n_predict": 16, "stream": True}
+
+
+def other_file() -> dict:
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "argparse.py").read_text(encoding="utf-8")
+    return {"input_prefix": text[:5600], "input_suffix": text[5600:7300], "n_predict": 16, "stream": True}
 
 
 def ttft(url: str, body: dict) -> tuple[float, int]:
@@ -125,7 +131,9 @@ def main() -> None:
         try:
             cold, n = ttft(url, editor_request(False))
             edits = [ttft(url, editor_request(i % 2 == 0))[0] for i in range(4)]
-            rows.append((label, n, cold, statistics.median(edits)))
+            ttft(url, other_file())  # the user switches to another file ...
+            back = ttft(url, editor_request(True))[0]  # ... and back
+            rows.append((label, n, cold, statistics.median(edits), back))
             if not extra:
                 storms = {ms: storm(url, ms / 1000) for ms in (100, 350)}
                 rates = {c: throughput(url, c) for c in (1, 4, 8)}
@@ -133,10 +141,10 @@ def main() -> None:
             proc.terminate()
             proc.wait()
     print(f"model {args.model}, {args.dtype}, {args.threads} threads\n")
-    print("| server | prompt tokens | cold TTFT s | TTFT after a one-character edit s |")
-    print("|---|---|---|---|")
-    for label, n, cold, edit in rows:
-        print(f"| {label} | {n} | {cold:.2f} | {edit:.2f} |")
+    print("| server | prompt tokens | cold TTFT s | TTFT after a one-character edit s | TTFT back from another file s |")
+    print("|---|---|---|---|---|")
+    for label, n, cold, edit, back in rows:
+        print(f"| {label} | {n} | {cold:.2f} | {edit:.2f} | {back:.2f} |")
     print("\n| keystrokes apart | newest answered s | same request alone s | ratio (goal <= 1.2) |")
     print("|---|---|---|---|")
     for ms, (newest, alone) in storms.items():

@@ -107,7 +107,7 @@ def test_the_command_set_is_frozen():
     assert flags["complete"] == sorted(["--context", "--debug", "--help", "--mode", "--path", "--prefix", "--suffix",
                                         *model, *sampling])
     assert flags["chat"] == sorted(["--debug", "--help", "--message", "--system", *model, *sampling])
-    assert flags["serve"] == sorted(["--api-key", "--ctx", "--debug", "--help", "--host", "--name",
+    assert flags["serve"] == sorted(["--api-key", "--cache-ram", "--ctx", "--debug", "--help", "--host", "--name",
                                      "--no-prefix-cache", "--port", "--queue", *model])
     assert flags["info"] == sorted(["--debug", "--help", *model])
 

@@ -88,3 +88,30 @@ def test_extension_request(served, fixture):
     while (server.engine.busy or server.engine.waiting) and time.time() < deadline:
         time.sleep(0.01)
     assert not server.engine.busy
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_requests() -> list[str]:
+    return [line.strip() for line in README.read_text().splitlines() if line.startswith("curl -s http://127.0.0.1:8080")]
+
+
+def test_every_request_in_the_readme_works_against_make_run(default_model):
+    """The README's curl lines, run as written (only the port differs) against `make run`'s settings."""
+    import subprocess
+
+    lines = readme_requests()
+    assert len(lines) >= 5
+    server = LiveServer(create_app(default_model, ctx=4096))
+    try:
+        for line in lines:
+            command = line.replace("http://127.0.0.1:8080", server.url)
+            out = subprocess.run(["bash", "-c", command + " -w '\\n%{http_code}'"], capture_output=True, text=True,
+                                 timeout=300)
+            body, status = out.stdout.rsplit("\n", 1)
+            assert out.returncode == 0 and status == "200", (line, out.stdout[-500:])
+            if "/metrics" not in line:
+                assert "error" not in json.loads(body), line
+    finally:
+        server.stop()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from codegemma import load
 from codegemma.api import Options
@@ -271,3 +272,46 @@ def test_a_chat_pauses_for_completions_and_resumes_exactly(cg):
     assert pauses >= 1  # the completions did not wait for the chat's 120 tokens
     assert completions == [cg.complete(PREFIX, SUFFIX, max_tokens=8)] * 3
     assert chat_text == alone
+
+
+def test_switching_back_to_a_file_resumes_from_its_snapshot(cg):
+    """File A, file B, file A again: the second A prefills almost nothing and answers as a fresh one."""
+    file_a = "import os\nimport sys\n\n" * 8 + "def main():\n    "
+    file_b = "class Point:\n    def __init__(self, x, y):\n" * 6 + "        self."
+    server = LiveServer(create_app(cg, name="tiny", ctx=256))
+    try:
+        def ask(prefix: str) -> dict:
+            return httpx.post(f"{server.url}/infill", json={"input_prefix": prefix, "input_suffix": "\n",
+                                                            "n_predict": 8}, timeout=60).json()
+
+        first, _, again = ask(file_a), ask(file_b), ask(file_a + "x")
+        assert first["tokens_cached"] <= 1 and again["tokens_cached"] >= 0.9 * first["tokens_evaluated"]
+        assert server.engine.stats.snapshot_hits == 1 and len(server.engine.snapshots) >= 1
+        assert again["content"] == cg.complete(file_a + "x", "\n", max_tokens=8)
+    finally:
+        server.stop()
+    cold = LiveServer(create_app(cg, name="tiny", ctx=256, cache_ram=0))  # without snapshots: cold again
+    try:
+        for prefix in (file_a, file_b):
+            httpx.post(f"{cold.url}/infill", json={"input_prefix": prefix, "input_suffix": "\n", "n_predict": 8})
+        r = httpx.post(f"{cold.url}/infill", json={"input_prefix": file_a + "x", "input_suffix": "\n",
+                                                   "n_predict": 8}).json()
+        assert r["tokens_cached"] <= 2
+    finally:
+        cold.stop()
+
+
+def test_snapshots_stay_within_their_byte_budget():
+    from codegemma.server.prompt_cache import PromptCache
+
+    def snap(n: int) -> list:
+        return [(torch.zeros(1, 1, n, 4), torch.zeros(1, 1, n, 4))]  # 32 bytes a token
+
+    cache = PromptCache(budget=32 * 100)
+    cache.put([1, 2, 3], snap(3))
+    cache.put([1, 2, 3, 4], snap(4))  # extends the first: replaces it
+    assert list(cache.entries) == [(1, 2, 3, 4)] and cache.bytes == 128
+    cache.put([9] * 60, snap(60))
+    cache.put([8] * 60, snap(60))  # over the budget: the least recently used goes
+    assert list(cache.entries) == [(8,) * 60] and cache.bytes == 32 * 60
+    assert cache.best([8] * 10 + [7])[2] == 10 and cache.best([5]) is None

@@ -20,6 +20,9 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="requests waiting at once (one generates at a time); more get 503 (default 512, as Ollama)")
     p.add_argument("--name", default=None, help="model name reported to clients (default: the file's name)")
     p.add_argument("--no-prefix-cache", action="store_true", help="always prefill the whole prompt")
+    p.add_argument("--cache-ram", type=int, default=1024, metavar="MIB",
+                   help="MiB of KV snapshots of earlier prompts kept in RAM, so switching back to a file is "
+                        "warm (default 1024; 0 = off)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,11 +32,13 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise CliError(f"--port must be in 1..65535, got {args.port}")
+    if args.cache_ram < 0:
+        raise CliError(f"--cache-ram must be >= 0 MiB, got {args.cache_ram}")
     if args.ctx < 16 or args.queue < 1:
         raise CliError(f"--ctx must be >= 16 and --queue >= 1 (got --ctx {args.ctx}, --queue {args.queue})")
     cg = load_model(args)
     app = create_app(cg, name=args.name, ctx=args.ctx, queue=args.queue, api_key=args.api_key,
-                     prefix_cache=not args.no_prefix_cache)
+                     prefix_cache=not args.no_prefix_cache, cache_ram=args.cache_ram << 20)
     fim = "native" if cg.fim_native else "fallback: left to right"
     ctx = min(args.ctx, cg.config.max_position_embeddings)
     print(f"codegemma: serving {args.name or cg.name} on http://{args.host}:{args.port} (FIM {fim}; context {ctx})",

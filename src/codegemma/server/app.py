@@ -16,16 +16,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..api import CodeGemma
 from . import llamacpp, ollama, openai
-from .engine import QUEUE_DEPTH
+from .engine import CACHE_RAM, QUEUE_DEPTH
 from .guard import Guard
 from .service import ApiError, Server, error_body
 
 
 def create_app(cg: CodeGemma, *, name: str | None = None, ctx: int = 4096, queue: int = QUEUE_DEPTH,
-               api_key: str | None = None, max_body: int = 8 << 20, prefix_cache: bool = True) -> Guard:
-    """The ASGI app. `app.app.state.server` is the Server; the engine starts now and stops with the app."""
+               api_key: str | None = None, max_body: int = 8 << 20, prefix_cache: bool = True,
+               cache_ram: int = CACHE_RAM) -> Guard:
+    """The ASGI app. `app.app.state.server` is the Server; the engine starts now and stops with the app.
+    cache_ram: bytes of KV snapshots of earlier prompts kept in RAM (0: only the live cache)."""
     ctx = min(ctx, cg.config.max_position_embeddings)
-    server = Server(cg, name=name or cg.name or "codegemma", ctx=ctx, queue_depth=queue, prefix_cache=prefix_cache)
+    server = Server(cg, name=name or cg.name or "codegemma", ctx=ctx, queue_depth=queue, prefix_cache=prefix_cache,
+                    cache_ram=cache_ram)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):

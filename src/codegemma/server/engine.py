@@ -26,12 +26,14 @@ import torch
 
 from ..api import CodeGemma, Options
 from ..errors import CodeGemmaError
+from .prompt_cache import PromptCache, Snapshot, shared_prefix
 
 logger = logging.getLogger(__name__)
 
 INTERACTIVE, CHAT, BACKGROUND = 0, 1, 2  # job priorities: lower runs first
 QUEUE_DEPTH = 512  # requests admitted at once before 503, as Ollama's OLLAMA_MAX_QUEUE
 PREFILL_CHUNK = 256  # prompt tokens per prefill step; cancellation is checked between steps
+CACHE_RAM = 1 << 30  # bytes of KV snapshots of earlier prompts kept in RAM (llama.cpp's --cache-ram)
 
 
 class QueueFull(CodeGemmaError):
@@ -76,6 +78,7 @@ class Stats:
     prefilled_tokens: int = 0
     generated_tokens: int = 0
     pauses: int = 0  # chats and cache fills paused for interactive requests
+    snapshot_hits: int = 0  # requests that resumed from a RAM snapshot of an earlier prompt
 
 
 class IndentStop:
@@ -122,7 +125,7 @@ class Engine:
     """Runs jobs on a worker thread, in priority order, over one attached KV cache."""
 
     def __init__(self, cg: CodeGemma, *, ctx: int, queue_depth: int = QUEUE_DEPTH, prefix_cache: bool = True,
-                 prefill_chunk: int = PREFILL_CHUNK) -> None:
+                 prefill_chunk: int = PREFILL_CHUNK, cache_ram: int = CACHE_RAM) -> None:
         self.cg = cg
         self.ctx = ctx
         self.prefix_cache = prefix_cache
@@ -135,6 +138,7 @@ class Engine:
         self._closed = False
         self.cached: list[int] = []  # the tokens whose K/V sit in the model's cache, slot by slot
         self._cache = None  # the cache this engine attached to the model (anyone else's is never trusted)
+        self.snapshots = PromptCache(cache_ram) if prefix_cache and cache_ram > 0 else None
         self.stats = Stats()
         self.recent: collections.deque[list[int]] = collections.deque(maxlen=16)  # prompt ids, newest last
         self.busy = False
@@ -211,14 +215,10 @@ class Engine:
         """Pauses a chat or a cache fill between two steps so that completions never wait behind it: its
         first `slots` cache slots are copied aside, the waiting interactive jobs run, and the copy is put
         back, so the paused job resumes exactly where it was."""
-        layers = [block.self_attn.cache for block in self.cg.model.model.layers]
-        saved = [(c.k[:, :, :slots].clone(), c.v[:, :, :slots].clone()) for c in layers]
-        cached = self.cached
+        saved, cached = self._copy_slots(slots), self.cached
         while (other := self._pop_interactive()) is not None:
             self._run_one(other)
-        for c, (k, v) in zip(layers, saved):
-            c.k[:, :, :slots] = k
-            c.v[:, :, :slots] = v
+        self._put_slots(saved)
         self.cached = cached[:slots]  # slots past the copy may hold the other jobs' tokens now
         self.stats.pauses += 1
 
@@ -230,19 +230,34 @@ class Engine:
         return self.cg.model.model.layers[0].self_attn.cache
 
     def _prepare_cache(self, prompt: list[int]) -> int:
-        """Attaches the shared cache if needed and returns how many prompt tokens it already holds."""
+        """Attaches the shared cache if needed and returns how many prompt tokens it already holds: from
+        the live cache, or from a RAM snapshot of an earlier prompt if that one shares more."""
         model = self.cg.model
         if self._cache is None or self._attached() is not self._cache:  # not ours, or replaced since
             model.setup_cache(1, self.ctx)
             self._cache, self.cached = self._attached(), []
         if not self.prefix_cache:
             return 0
-        n = 0
-        for a, b in zip(self.cached, prompt):
-            if a != b:
-                break
-            n += 1
+        n = shared_prefix(self.cached, prompt)
+        if self.snapshots is not None:
+            found = self.snapshots.best(prompt)
+            if n < len(self.cached) // 2:  # moving away from the live prompt: keep it for later
+                self.snapshots.put(self.cached, self._copy_slots(len(self.cached)))
+            if found is not None and found[2] > n:
+                tokens, snapshot, n = found
+                self._put_slots(snapshot)
+                self.cached = tokens
+                self.stats.snapshot_hits += 1
         return min(n, len(prompt) - 1)
+
+    def _copy_slots(self, n: int) -> Snapshot:
+        return [(b.self_attn.cache.k[:, :, :n].clone(), b.self_attn.cache.v[:, :, :n].clone())
+                for b in self.cg.model.model.layers]
+
+    def _put_slots(self, snapshot: Snapshot) -> None:
+        for b, (k, v) in zip(self.cg.model.model.layers, snapshot):
+            b.self_attn.cache.k[:, :, :k.shape[2]] = k
+            b.self_attn.cache.v[:, :, :v.shape[2]] = v
 
     def _run(self, job: Job) -> None:
         self.stats.requests += 1

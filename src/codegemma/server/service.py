@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from ..api import CodeGemma, Options
 from ..errors import CodeGemmaError
 from ..prompts import FimPrompt, FimRequest, PromptError, build_fim, chat_prompt, chat_stop_ids, encode_prompt
-from .engine import INTERACTIVE, QUEUE_DEPTH, Engine, Job, QueueFull
+from .engine import CACHE_RAM, INTERACTIVE, QUEUE_DEPTH, Engine, Job, QueueFull
 
 ALIAS = "codegemma"  # listed beside the served name: the model name editors' settings use
 DISCONNECT_POLL = 0.05  # seconds between checks that the client is still there
@@ -41,9 +41,9 @@ class Server:
     """The state every route reaches: one model and one Engine; generation runs on the engine's thread."""
 
     def __init__(self, cg: CodeGemma, *, name: str, ctx: int, queue_depth: int = QUEUE_DEPTH,
-                 prefix_cache: bool = True) -> None:
+                 prefix_cache: bool = True, cache_ram: int = CACHE_RAM) -> None:
         self.cg, self.name, self.ctx = cg, name, ctx
-        self.engine = Engine(cg, ctx=ctx, queue_depth=queue_depth, prefix_cache=prefix_cache)
+        self.engine = Engine(cg, ctx=ctx, queue_depth=queue_depth, prefix_cache=prefix_cache, cache_ram=cache_ram)
         self.created = int(time.time())
 
     @property

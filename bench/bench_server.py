@@ -141,7 +141,8 @@ def main() -> None:
             proc.terminate()
             proc.wait()
     print(f"model {args.model}, {args.dtype}, {args.threads} threads\n")
-    print("| server | prompt tokens | cold TTFT s | TTFT after a one-character edit s | TTFT back from another file s |")
+    print("| server | prompt tokens | cold TTFT s | TTFT after a one-character edit s | TTFT back from another file s "
+          "|")
     print("|---|---|---|---|---|")
     for label, n, cold, edit, back in rows:
         print(f"| {label} | {n} | {cold:.2f} | {edit:.2f} | {back:.2f} |")

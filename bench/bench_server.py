@@ -84,8 +84,8 @@ def answer_seconds(url: str, body: dict) -> float:
 
 
 def storm(url: str, interval: float, keystrokes: int = 6) -> tuple[float, float]:
-    """(seconds for the newest of `keystrokes` requests, seconds for that request alone); each request
-    starts from a cache holding another file, as after switching files."""
+    """(seconds for the newest of `keystrokes` requests, seconds for that request alone); before each,
+    another file is served (with the prompt cache, both then start from the RAM snapshot of this one)."""
     other = {**editor_request(False), "input_prefix": "import json\n" * 200}
     base = editor_request(False)
     bodies = [{**base, "input_prefix": base["input_prefix"] + "x" * k, "stream": False} for k in range(keystrokes)]

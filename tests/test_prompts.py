@@ -131,18 +131,21 @@ def test_left_to_right_fallback(no_fim):
 def test_budget_drops_far_context_first_then_cuts_near_the_cursor(tok):
     enc = lambda text: tok.encode(text, bos=False)  # noqa: E731
     prefix, suffix = "".join(f"a{i} = {i}\n" for i in range(60)), "".join(f"b{i} = {i}\n" for i in range(60))
-    full = build_fim(tok, FimRequest(prefix, suffix, context=CTX))
-    files = [enc(f"{f.path}\n{f.text}") + [70] for f in CTX]
-    # room for the nearer file only: the farther one (first) goes, the code is untouched
-    fits_one = len(full.ids) - len(files[0])
-    one = build_fim(tok, FimRequest(prefix, suffix, context=CTX), budget=fits_one)
-    assert one.truncated and one.ids == [2] + files[1] + full.ids[1 + len(files[0]) + len(files[1]):]
-    # no room for files: both go, then 3/4 of the rest keeps the prefix's end and 1/4 the suffix's start
-    budget = 4 + 40
-    cut = build_fim(tok, FimRequest(prefix, suffix, context=CTX), budget=budget)
     pre, suf = enc(prefix), enc(suffix)
-    assert cut.truncated and len(cut.ids) == budget
-    assert cut.ids == [2, 67, *pre[-30:], 69, *suf[:10], 68]
+    files = [enc(f"{f.path}\n{f.text}") + [70] for f in CTX]
+    # files may take half the budget: room for the nearer file only, so the farther one (first) goes
+    budget = 2 * len(files[1]) + 1
+    one = build_fim(tok, FimRequest(prefix, suffix, context=CTX), budget=budget)
+    room = budget - len(files[1]) - 4  # <bos> and three sentinels
+    keep_suffix = room - int(room * 0.75)
+    assert one.truncated and len(one.ids) == budget
+    assert one.ids == [2, *files[1], 67, *pre[-(room - keep_suffix):], 69, *suf[:keep_suffix], 68]
+    # a background fill (no code) keeps the same files as the request that follows it
+    fill = build_fim(tok, FimRequest("", "", context=CTX), budget=budget)
+    assert fill.ids == [2, *files[1], 67, 69, 68]
+    # no files: 3/4 of the room keeps the prefix's end and 1/4 the suffix's start
+    cut = build_fim(tok, FimRequest(prefix, suffix), budget=4 + 40)
+    assert cut.truncated and cut.ids == [2, 67, *pre[-30:], 69, *suf[:10], 68]
     with pytest.raises(PromptTooLong, match="too small"):
         build_fim(tok, FimRequest(prefix, suffix, path="a/very/long/path/name.py"), budget=5)
 

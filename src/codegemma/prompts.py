@@ -46,6 +46,7 @@ FIM_STOP_TOKENS = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FILE_SEPARATOR, "<eos>", 
 # When both must be cut, the prefix keeps 3/4 of the room and the suffix 1/4, as llama.cpp's server
 # splits an infill prompt (tools/server: n_prefix_take = min(prefix, 3 * (n_batch / 4))).
 PREFIX_SHARE = 0.75
+CONTEXT_SHARE = 0.5  # of a token budget, the most that context files may take
 
 
 class PromptError(CodeGemmaError, ValueError):
@@ -129,8 +130,10 @@ def left_to_right_prompt(prefix: str, *, path: str | None = None, context: Itera
 def build_fim(tokenizer: Tokenizer, req: FimRequest, budget: int | None = None) -> FimPrompt:
     """Token ids for `req`, at most `budget` of them (None: no limit).
 
-    To fit, context files are dropped first (farthest from the cursor, i.e. first, first), then the
-    prefix loses its start and the suffix its end, keeping about PREFIX_SHARE of the room for the prefix.
+    To fit, context files may take CONTEXT_SHARE of the budget, whatever the code's length (so that an
+    editor's background fill without code keeps the same files as the request that follows it): the
+    farthest from the cursor (the first) are dropped first. The code gets the rest: the prefix loses
+    its start and the suffix its end, keeping about PREFIX_SHARE of the room for the prefix.
     """
     native = tokenizer.fim is not None
     fim_layout(req.mode, "", "")  # checks the mode
@@ -141,7 +144,7 @@ def build_fim(tokenizer: Tokenizer, req: FimRequest, budget: int | None = None) 
     truncated = False
     if budget is not None:
         fixed = 1 + len(head) + len(start) + (3 if native else 0)  # <bos>, path line, middle start, sentinels
-        while blocks and fixed + sum(map(len, blocks)) + len(pre) + len(suf) > budget:
+        while blocks and sum(map(len, blocks)) > int(budget * CONTEXT_SHARE):
             blocks.pop(0)
             truncated = True
         room = budget - fixed - sum(map(len, blocks))

@@ -66,8 +66,7 @@ async def health() -> dict:
 @router.post("/infill")
 async def infill(body: S.InfillRequest, request: Request, server: Server = Depends(get_server)):
     files = tuple(ContextFile(f.filename, f.text) for f in body.input_extra)
-    fim = server.fim(FimRequest(body.input_prefix, body.input_suffix, context=files, middle_start=body.prompt),
-                     max_tokens=body.n_predict)
+    fim = server.fim(FimRequest(body.input_prefix, body.input_suffix, context=files, middle_start=body.prompt))
     return await _respond(server, request, body, fim.ids,
                           lambda i: _options(server, body, len(fim.ids), fim.stop_ids, fim.stop, i), fim.truncated)
 

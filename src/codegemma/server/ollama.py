@@ -52,9 +52,8 @@ async def _respond(server: Server, job: Job, request: Request, stream: bool, pie
 async def generate(body: S.OllamaGenerateRequest, request: Request, server: Server = Depends(get_server)):
     if not body.prompt and body.suffix is None and not body.system:  # Ollama's "load the model" call
         return {"model": server.name, "created_at": now_iso(), "response": "", "done": True, "done_reason": "load"}
-    num_predict = body.options.num_predict if body.options else None
     if body.suffix is not None:
-        fim = server.fim(FimRequest(body.prompt, body.suffix), max_tokens=num_predict)
+        fim = server.fim(FimRequest(body.prompt, body.suffix))
         ids, stop_ids, extra = fim.ids, fim.stop_ids, fim.stop
     else:
         # Ollama tokenizes a prompt with special tokens parsed, raw or not (its template is {{ .Prompt }});

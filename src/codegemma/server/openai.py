@@ -27,7 +27,7 @@ async def completions(body: S.CompletionRequest, request: Request, server: Serve
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
     stop = server.stops(body.stop)
     if body.suffix is not None:  # FIM: prompt and suffix are code, never parsed for special tokens
-        fim = server.fim(FimRequest(prompt, body.suffix), max_tokens=body.max_tokens, default=16)
+        fim = server.fim(FimRequest(prompt, body.suffix))
         ids, stop, stop_ids = fim.ids, stop + fim.stop, fim.stop_ids
     else:
         ids, stop_ids = server.encode_templated(prompt), ()

@@ -20,6 +20,7 @@ from .engine import CACHE_RAM, INTERACTIVE, QUEUE_DEPTH, Engine, Job, QueueFull
 
 ALIAS = "codegemma"  # listed beside the served name: the model name editors' settings use
 DISCONNECT_POLL = 0.05  # seconds between checks that the client is still there
+FIM_RESERVE = 0.25  # share of the window a FIM prompt leaves for generation, whatever the request's limit
 
 
 class ApiError(CodeGemmaError):
@@ -100,13 +101,12 @@ class Server:
     def chat_stop_ids(self) -> tuple[int, ...]:
         return chat_stop_ids(self.cg.tokenizer)
 
-    def fim(self, req: FimRequest, max_tokens: int | None = None, default: int = 128) -> FimPrompt:
-        """The request's ids, cut to leave room for the tokens to generate (at most half the window: an
-        editor's num_predict of 4096 in a 4096 window still leaves the code nearest the cursor)."""
-        reserve = default if max_tokens is None or max_tokens < 0 else max_tokens
-        reserve = min(reserve, self.ctx // 2)
+    def fim(self, req: FimRequest) -> FimPrompt:
+        """The request's ids, cut to leave FIM_RESERVE of the window for the tokens to generate: a fixed
+        reserve, so that a background fill (n_predict 0) and the real request keep the same context
+        files, and an editor's n_predict of 4096 still leaves the code nearest the cursor."""
         try:
-            return build_fim(self.cg.tokenizer, req, budget=self.ctx - reserve)
+            return build_fim(self.cg.tokenizer, req, budget=self.ctx - int(self.ctx * FIM_RESERVE))
         except PromptError as exc:
             raise ApiError(400, str(exc)) from exc
 

@@ -15,12 +15,15 @@ import json
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..default_model import cache_dir
 from ..errors import CodeGemmaError
 
-BENCHMARKS = ("humaneval", "mbpp", "humaneval-infill-single", "humaneval-infill-multi",
-              "humaneval-infill-random-span", "humaneval-infill-random-span-light")
+PYTHON_BENCHMARKS = ("humaneval", "mbpp", "humaneval-infill-single", "humaneval-infill-multi",
+                     "humaneval-infill-random-span", "humaneval-infill-random-span-light")
+BABELCODE_BENCHMARKS = ("bc-humaneval-python", "bc-mbpp-python", "bc-humaneval-javascript", "bc-mbpp-javascript")
+BENCHMARKS = PYTHON_BENCHMARKS + BABELCODE_BENCHMARKS
 INFILL_DIR = "humaneval-infilling"
 _INFILL_URL = "https://raw.githubusercontent.com/openai/human-eval-infilling/88062ff/data/"
 _BABELCODE_URL = "https://raw.githubusercontent.com/google-research/babelcode/e8314f6/data/"
@@ -67,8 +70,11 @@ class Problem:
     suffix: str | None = None  # infilling: the code after the hole
     canonical: str = ""  # the reference completion
     stops: tuple[str, ...] = ()
-    style: str = "check"  # "check": prompt + completion + suffix, test, check(entry_point); "asserts": MBPP
+    style: str = "check"  # "check": prompt + completion + suffix, test, check(entry_point); "asserts": MBPP;
+    # "babelcode": the language's driver around prompt + completion (eval/babelcode)
     single_line: bool = False  # infilling where the middle is one whole line (humaneval-infill-single)
+    language: str = "python"
+    question: Any = None  # babelcode.Question, for style "babelcode"
 
     @property
     def infill(self) -> bool:
@@ -143,6 +149,8 @@ def _jsonl(path: Path) -> list[dict]:
 def load_problems(benchmark: str, data_dir: str | Path | None = None) -> list[Problem]:
     if benchmark not in BENCHMARKS:
         raise DataError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
+    if benchmark in BABELCODE_BENCHMARKS:
+        return babelcode_problems(benchmark)
     if benchmark == "humaneval":
         return humaneval()
     if benchmark == "mbpp":
@@ -177,3 +185,12 @@ def mbpp(path: Path) -> list[Problem]:
         out.append(Problem(f"MBPP/{i}", shots + _mbpp_block(r, None), tests, r.get("entry_fn_name", ""), None,
                            solution, MBPP_STOPS, "asserts"))
     return out
+
+
+def babelcode_problems(benchmark: str) -> list[Problem]:
+    """bc-humaneval-LANG / bc-mbpp-LANG: BabelCode's questions, prompted and stopped as in that language."""
+    from . import babelcode
+
+    _, language = babelcode.split_name(benchmark)
+    return [Problem(q.task_id, babelcode.prompt(benchmark, q), "", q.entry, stops=babelcode.LANGUAGES[language].STOPS,
+                    style="babelcode", language=language, question=q) for q in babelcode.questions(benchmark)]

@@ -23,11 +23,16 @@ PUBLISHED = {
     "mbpp": [43.6, 49.2, 56.2, 54.2, 55.2],
     "humaneval-infill-single": [78.41, 79.28, 76.09, 68.25, 77.44],
     "humaneval-infill-multi": [51.44, 50.99, 58.44, 20.05, 23.66],
+    # BabelCode rows: CodeGemma 2B, 7B and 7B-IT (version 1.0) only (arXiv 2406.11409, table 3)
+    "bc-humaneval-python": [21.7, None, 42.2, 48.4, None], "bc-mbpp-python": [38.6, None, 59.1, 62.0, None],
+    "bc-humaneval-javascript": [21.7, None, 39.8, 46.0, None], "bc-mbpp-javascript": [45.3, None, 58.2, 61.4, None],
 }
 ROW_NAMES = {"humaneval": "HumanEval", "mbpp": "MBPP", "humaneval-infill-single": "HumanEval single-line infilling",
              "humaneval-infill-multi": "HumanEval multi-line infilling",
              "humaneval-infill-random-span": "HumanEval random-span infilling",
-             "humaneval-infill-random-span-light": "HumanEval random-span infilling (light)"}
+             "humaneval-infill-random-span-light": "HumanEval random-span infilling (light)",
+             "bc-humaneval-python": "BC HumanEval Python", "bc-mbpp-python": "BC MBPP Python",
+             "bc-humaneval-javascript": "BC HumanEval JavaScript", "bc-mbpp-javascript": "BC MBPP JavaScript"}
 
 
 class EvalError(CodeGemmaError, ValueError):
@@ -54,6 +59,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def score_one(problem: Problem, completion: str, timeout: float) -> dict:
+    if problem.style == "babelcode":
+        from .babelcode import run as run_babelcode
+        return run_babelcode(problem.language, problem.question, problem.prompt, completion, timeout)
     outcome = run_python(problem.program(completion), Limits(timeout=timeout))
     error = "" if outcome.passed else (outcome.stderr.strip()[-500:] or f"exit status {outcome.returncode}")
     return {"status": outcome.status, "passed": outcome.passed, "error": error, "duration": round(outcome.duration, 4)}
@@ -239,6 +247,7 @@ def report(dirs: Iterable[str | Path]) -> str:
             hit = [s for s in summaries if s["benchmark"] == b and s["model"] == m]
             cells.append(f"{100 * hit[-1]['pass@1']:.2f} ({hit[-1]['problems']})" if hit and "pass@1" in hit[-1]
                          else "")
-        published = [f"{v:.2f}" for v in PUBLISHED.get(b, [])] or [""] * len(PUBLISHED["columns"])
+        published = [("" if v is None else f"{v:.2f}") for v in PUBLISHED.get(b, [])]
+        published = published or [""] * len(PUBLISHED["columns"])
         lines.append("| " + " | ".join([ROW_NAMES[b], *cells, *published]) + " |")
     return "\n".join(lines) + "\n\npass@1 in percent; (n) = problems scored. Published: CodeGemma technical report.\n"

@@ -97,12 +97,11 @@ def interpreter() -> str:
     raise RuntimeError("no Python interpreter outside the folders the sandbox masks (/tmp, /var/tmp, /dev/shm)")
 
 
-def _command(fd: int) -> list[str]:
-    python = [interpreter(), "-I", "-X", "utf8", "bootstrap.py", str(fd)]
+def _command(argv: list[str]) -> list[str]:
     if not isolated():
-        return python
+        return argv
     return ["unshare", "--net", "--pid", "--mount", "--fork", "--kill-child", "--", "sh", "-c", PRIVATE_MOUNTS, "sh",
-            "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", *python]
+            "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", *argv]
 
 
 def _tail(path: Path, limit: int) -> str:
@@ -113,18 +112,30 @@ def _tail(path: Path, limit: int) -> str:
 
 
 def run_python(source: str, limits: Limits = Limits()) -> Outcome:
+    """Runs a Python program; it passes only if it exits 0 after running to its end (the marker)."""
+    return run_program({"program.py": source, "bootstrap.py": BOOTSTRAP},
+                       [interpreter(), "-I", "-X", "utf8", "bootstrap.py", "{fd}"], limits, marked=True)
+
+
+def run_program(files: dict[str, str], argv: list[str], limits: Limits = Limits(), *, marked: bool = False,
+                env: dict[str, str] | None = None) -> Outcome:
+    """Runs argv in a fresh folder holding `files`, isolated and limited as the module docstring says.
+
+    With `marked`, "{fd}" in argv becomes a pipe the program writes MARKER to when it ran to its end,
+    and only then can it pass; otherwise exit status 0 passes."""
     box = Path(tempfile.mkdtemp(prefix="box-", dir=_box_root()))
     read_end, write_end = os.pipe()
     try:
         if isolated():
             box.chmod(0o777)
-        (box / "program.py").write_text(source, encoding="utf-8")
-        (box / "bootstrap.py").write_text(BOOTSTRAP, encoding="utf-8")
+        for name, text in files.items():
+            (box / name).write_text(text, encoding="utf-8")
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(box), "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-               "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+               "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+        argv = [a.replace("{fd}", str(write_end)) for a in argv]
         with open(box / "stdout", "wb") as out, open(box / "stderr", "wb") as err:
             start = time.perf_counter()
-            proc = subprocess.Popen(_command(write_end), cwd=box, env=env, stdin=subprocess.DEVNULL, stdout=out,
+            proc = subprocess.Popen(_command(argv), cwd=box, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=err, pass_fds=(write_end,), start_new_session=True,
                                     preexec_fn=lambda: _limit(limits))
             os.close(write_end)
@@ -137,7 +148,7 @@ def run_python(source: str, limits: Limits = Limits()) -> Outcome:
         except BlockingIOError:
             marker = b""
         stdout, stderr = _tail(box / "stdout", limits.output_bytes), _tail(box / "stderr", limits.output_bytes)
-        status = _status(timed_out, proc.returncode, marker == MARKER, stderr)
+        status = _status(timed_out, proc.returncode, marker == MARKER or not marked, stderr)
         return Outcome(status, proc.returncode, stdout, stderr, duration, str(box))
     finally:
         os.close(read_end)

@@ -1,0 +1,55 @@
+"""BabelCode (google-research/babelcode): HumanEval and MBPP translated from Python into other languages.
+
+`schema` infers typed test cases from a Python question (its reference signature and asserts);
+`questions` converts BabelCode's raw HumanEval (with its fixes) and MBPP's test split; each language
+module renders the prompt, the stop strings and the test driver. Benchmarks are named
+`bc-humaneval-LANG` and `bc-mbpp-LANG`; task ids are `HumanEval/N` and `MBPP/N`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from ...errors import CodeGemmaError
+from . import javascript, python
+from .common import nonce, test_results, verdict
+from .questions import Question, humaneval, mbpp
+
+LANGUAGES: dict[str, ModuleType] = {"python": python, "javascript": javascript}
+SETS = {"humaneval": humaneval, "mbpp": mbpp}
+BENCHMARKS = tuple(f"bc-{s}-{lang}" for s in SETS for lang in LANGUAGES)
+
+
+def split_name(benchmark: str) -> tuple[str, str]:
+    """"bc-mbpp-javascript" -> ("mbpp", "javascript")."""
+    _, questions, language = benchmark.split("-", 2)
+    if questions not in SETS or language not in LANGUAGES:
+        raise CodeGemmaError(f"unknown BabelCode benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
+    return questions, language
+
+
+def questions(benchmark: str) -> list[Question]:
+    return SETS[split_name(benchmark)[0]]()[0]
+
+
+def prompt(benchmark: str, q: Question) -> str:
+    """The prompt: MBPP's gets the `Examples:` block of its first two tests, as CodeGemma's model card shows."""
+    questions_set, language = split_name(benchmark)
+    return LANGUAGES[language].prompt(q, examples=questions_set == "mbpp")
+
+
+def run(language: str, q: Question, prompt_text: str, completion: str, timeout: float) -> dict:
+    """Runs the driver on a completion in the sandbox: status passed, failed, error or timeout."""
+    from ..sandbox import Limits, run_program
+
+    lang = LANGUAGES[language]
+    end = f"END-{nonce()}"
+    files, argv = lang.run_argv()
+    source = lang.program(q, prompt_text, completion, end)
+    outcome = run_program({**files, lang.SOURCE_FILE: source}, argv, Limits(timeout=timeout))
+    status, detail = verdict(outcome.stdout, len(q.tests), end, outcome.returncode, outcome.status == "timeout")
+    error = "" if status == "passed" else (outcome.stderr.strip()[-500:] or detail)
+    results = test_results(outcome.stdout)
+    pattern = "".join({"PASSED": "P", "FAILED": "F"}.get(results.get(i, ""), "E") for i in range(len(q.tests)))
+    return {"status": status, "passed": status == "passed", "error": error, "duration": round(outcome.duration, 4),
+            "tests": pattern}

@@ -1,0 +1,61 @@
+"""What every language shares: names in each case convention, the statement as a doc comment, the MBPP
+`Examples:` block, and reading the driver's `TEST-<i>...<RESULT>` lines."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from .questions import Question
+
+FLOAT_PRECISION, DOUBLE_PRECISION = 1e-6, 1e-9  # BabelCode's tolerances, for float and double returns only
+TEST_LINE = re.compile(r"^TEST-(\d+)\.\.\.(.+)$")
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+def statement(q: Question, language: str, examples: bool) -> str:
+    """The problem text for a language: "python" renamed in three casings and, with `examples` (MBPP, as
+    in CodeGemma's model card), the first two tests as Python doctest lines."""
+    text = q.text.strip()
+    if examples:
+        calls = [f">>> {q.entry}({', '.join(map(repr, t.inputs))})\n{t.output!r}" for t in q.tests[:2]]
+        text += "\n\nExamples:\n" + "\n".join(calls)
+    for old, new in (("Python", language.capitalize()), ("python", language.lower()), ("PYTHON", language.upper())):
+        text = text.replace(old, new)
+    return text
+
+
+def nonce() -> str:
+    """A token the program's author cannot guess: the driver prints it last, so a program that prints fake
+    PASSED lines and leaves early does not pass."""
+    return secrets.token_hex(8)
+
+
+def test_results(stdout: str) -> dict[int, str]:
+    """The driver's lines: test index -> PASSED, FAILED or the exception's name."""
+    results = {}
+    for line in stdout.splitlines():
+        m = TEST_LINE.match(line.strip())
+        if m:
+            results[int(m.group(1))] = m.group(2)
+    return results
+
+
+def verdict(stdout: str, tests: int, end: str | None, exited: int | None, timed_out: bool) -> tuple[str, str]:
+    """(status, detail): passed only if it exited 0 in time, printed the end token (where given) and every
+    test printed PASSED; else timeout, error (a test raised, or the program did not run) or failed."""
+    if timed_out:
+        return "timeout", "timed out"
+    results = test_results(stdout)
+    ran_to_end = end is None or end in stdout
+    if exited == 0 and ran_to_end and all(results.get(i) == "PASSED" for i in range(tests)):
+        return "passed", ""
+    raised = sorted({r for r in results.values() if r not in ("PASSED", "FAILED")})
+    failed = [i for i in range(tests) if results.get(i) == "FAILED"]
+    if raised or exited != 0 or not ran_to_end or len(results) < tests:
+        return "error", f"tests raised {', '.join(raised)}" if raised else f"exit status {exited}"
+    return "failed", f"tests {', '.join(map(str, failed))} failed"

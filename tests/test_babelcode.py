@@ -25,13 +25,14 @@ def infer(text: str) -> tuple[object, str]:
 
 
 @pytest.mark.parametrize("text, value, type_", [
-    ("3", 3, "integer"), ("-3", -3, "integer"), ("1234567890", 1234567890, "long"), ("-123456789", -123456789, "integer"),
-    ("1.5", 1.5, "float"), ("-0.1234567", -0.1234567, "double"), ("True", True, "boolean"), ("'a'", "a", "character"),
-    ("'ab'", "ab", "string"), ("'é'", "é", "character"), ("'日本'", "日本", "string"), ('"it\'s \\"q\\""', 'it\'s "q"', "string"),
+    ("3", 3, "integer"), ("-3", -3, "integer"), ("1234567890", 1234567890, "long"),
+    ("-123456789", -123456789, "integer"), ("1.5", 1.5, "float"), ("-0.1234567", -0.1234567, "double"),
+    ("True", True, "boolean"), ("'a'", "a", "character"), ("'ab'", "ab", "string"), ("'é'", "é", "character"),
+    ("'日本'", "日本", "string"), ('"it\'s \\"q\\""', 'it\'s "q"', "string"),
     ("[1, 2]", [1, 2], "list<integer>"), ("[1, 2.5]", [1, 2.5], "list<float>"), ("(1, 2)", [1, 2], "list<integer>"),
     ("[[1], []]", [[1], []], "list<list<integer>>"), ("['a', 'bc']", ["a", "bc"], "list<string>"),
-    ("{'a': [1, 12345678901]}", {"a": [1, 12345678901]}, "map<character;list<long>>"), ("{1, 2}", {1, 2}, "set<integer>"),
-    ("[]", [], "list<null>"),
+    ("{'a': [1, 12345678901]}", {"a": [1, 12345678901]}, "map<character;list<long>>"),
+    ("{1, 2}", {1, 2}, "set<integer>"), ("[]", [], "list<null>"),
 ])
 def test_literal_types(text, value, type_):
     assert infer(text) == (value, type_)

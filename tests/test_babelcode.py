@@ -86,40 +86,56 @@ def test_javascript_literals_read_back():
     assert out == expected
 
 
-def stub(language: str, q, value: str) -> str:
-    return f"\n    return {value}\n" if language == "python" else f"\n  return {value};\n}}\n"
+STUB = {"python": "\n    return {}\n", "javascript": "\n  return {};\n}}\n", "cpp": "\n    return {};"}
+TOOLS = {"python": "python3", "javascript": "node", "cpp": "g++"}
 
 
-def wrong(language: str, q) -> str:
-    if q.returns.kind in ("float", "double"):
-        return "1e30"
-    return "None" if language == "python" else "null"
+def wrong_value(t: Type, outputs: list) -> object:
+    """A value of type t that none of the expected outputs equals (None where there is none to be had)."""
+    if t.kind in ("integer", "long"):
+        return max([abs(o) for o in outputs] + [0]) * 2 + 12345
+    if t.kind in ("float", "double"):
+        return 1e30
+    if t.kind == "boolean":
+        return None if len(set(outputs)) > 1 else not outputs[0]
+    if t.kind in ("string", "character"):
+        return "~" if t.kind == "character" else "~wrong~"
+    elements = [e for o in outputs for e in (o.items() if t.kind == "map" else o)]
+    if t.kind == "map":
+        key, value = wrong_value(t.args[0], [k for k, _ in elements]), wrong_value(t.args[1], [v for _, v in elements])
+        return None if key is None or value is None else {key: value}
+    inner = wrong_value(t.args[0], elements) if elements else wrong_value(t.args[0], [0] if "int" in str(t) else [])
+    return None if inner is None else ([inner] if t.kind == "list" else {inner})
 
 
-def check_stubs(benchmark_set: str, stride: int) -> None:
+def check_stubs(benchmark_set: str, strides: dict[str, int]) -> None:
     """Test 0's expected value as a stub: it runs, passes test 0, and every language agrees with Python on
-    which tests pass; a wrong value fails every test."""
-    for q in questions(f"bc-{benchmark_set}-python")[::stride]:
+    which tests pass; a value no test expects fails every test, in every language."""
+    for index, q in enumerate(questions(f"bc-{benchmark_set}-python")):
+        if all(index % stride for stride in strides.values()):
+            continue
+        bad_value = wrong_value(q.returns, [c.output for c in q.tests])
         patterns = {}
         for name, lang in LANGUAGES.items():
-            if name == "javascript" and shutil.which("node") is None:
+            if index % strides[name] or shutil.which(TOOLS[name]) is None:
                 continue
-            right = run(name, q, lang.prompt(q), stub(name, q, lang.literal(q.tests[0].output, q.returns)), 10)
+            right = run(name, q, lang.prompt(q), STUB[name].format(lang.literal(q.tests[0].output, q.returns)), 20)
             patterns[name] = right["tests"]
-            bad = run(name, q, lang.prompt(q), stub(name, q, wrong(name, q)), 10)
-            assert bad["tests"] == "F" * len(q.tests) and bad["status"] == "failed", (q.task_id, name, bad)
+            if bad_value is not None and bad_value not in [c.output for c in q.tests]:
+                bad = run(name, q, lang.prompt(q), STUB[name].format(lang.literal(bad_value, q.returns)), 20)
+                assert bad["tests"] == "F" * len(q.tests) and bad["status"] == "failed", (q.task_id, name, bad)
         assert patterns["python"][0] == "P" and len(set(patterns.values())) == 1, (q.task_id, patterns)
 
 
 def test_stubs_agree_across_languages_on_a_sample():
-    check_stubs("humaneval", 8)
-    check_stubs("mbpp", 25)
+    check_stubs("humaneval", {"python": 8, "javascript": 8, "cpp": 80})
+    check_stubs("mbpp", {"python": 25, "javascript": 25, "cpp": 220})
 
 
 @pytest.mark.slow
 def test_stubs_agree_across_languages_everywhere():
-    check_stubs("humaneval", 1)
-    check_stubs("mbpp", 1)
+    check_stubs("humaneval", {name: 1 for name in LANGUAGES})
+    check_stubs("mbpp", {name: 1 for name in LANGUAGES})
 
 
 def test_python_references_pass_on_a_sample():
@@ -143,13 +159,17 @@ HANDWRITTEN = {  # HumanEval/2 (truncate_number), /12 (longest; BabelCode's fix 
                    "HumanEval/12": "\n  if (strings.length === 0) return '';\n"
                                    "  return strings.reduce((a, b) => (b.length > a.length ? b : a));\n}\n",
                    "HumanEval/34": "\n  return [...new Set(l)].sort((a, b) => a - b);\n}\n"},
+    "cpp": {"HumanEval/2": "\n    return number - floor(number);",
+            "HumanEval/12": "\n    string best;\n    for (auto& s : strings) if (s.size() > best.size()) best = s;\n"
+                            "    return best;",
+            "HumanEval/34": "\n    set<int> s(l.begin(), l.end());\n    return vector<int>(s.begin(), s.end());"},
 }
 
 
 @pytest.mark.parametrize("language", sorted(HANDWRITTEN))
 def test_handwritten_solutions_pass(language):
-    if language == "javascript" and shutil.which("node") is None:
-        pytest.skip("JavaScript needs Node.js: apt-get install nodejs")
+    if shutil.which(TOOLS[language]) is None:
+        pytest.skip(f"{language} needs {TOOLS[language]}")
     problems = {p.task_id: p for p in load_problems(f"bc-humaneval-{language}")}
     for task_id, body in HANDWRITTEN[language].items():
         if task_id not in problems:

@@ -26,13 +26,15 @@ PUBLISHED = {
     # BabelCode rows: CodeGemma 2B, 7B and 7B-IT (version 1.0) only (arXiv 2406.11409, table 3)
     "bc-humaneval-python": [21.7, None, 42.2, 48.4, None], "bc-mbpp-python": [38.6, None, 59.1, 62.0, None],
     "bc-humaneval-javascript": [21.7, None, 39.8, 46.0, None], "bc-mbpp-javascript": [45.3, None, 58.2, 61.4, None],
+    "bc-humaneval-cpp": [24.2, None, 32.9, 42.2, None], "bc-mbpp-cpp": [47.1, None, 53.8, 56.7, None],
 }
 ROW_NAMES = {"humaneval": "HumanEval", "mbpp": "MBPP", "humaneval-infill-single": "HumanEval single-line infilling",
              "humaneval-infill-multi": "HumanEval multi-line infilling",
              "humaneval-infill-random-span": "HumanEval random-span infilling",
              "humaneval-infill-random-span-light": "HumanEval random-span infilling (light)",
              "bc-humaneval-python": "BC HumanEval Python", "bc-mbpp-python": "BC MBPP Python",
-             "bc-humaneval-javascript": "BC HumanEval JavaScript", "bc-mbpp-javascript": "BC MBPP JavaScript"}
+             "bc-humaneval-javascript": "BC HumanEval JavaScript", "bc-mbpp-javascript": "BC MBPP JavaScript",
+             "bc-humaneval-cpp": "BC HumanEval C++", "bc-mbpp-cpp": "BC MBPP C++"}
 
 
 class EvalError(CodeGemmaError, ValueError):

@@ -11,11 +11,11 @@ from __future__ import annotations
 from types import ModuleType
 
 from ...errors import CodeGemmaError
-from . import javascript, python
+from . import cpp, javascript, python
 from .common import nonce, test_results, verdict
 from .questions import Question, humaneval, mbpp
 
-LANGUAGES: dict[str, ModuleType] = {"python": python, "javascript": javascript}
+LANGUAGES: dict[str, ModuleType] = {"python": python, "javascript": javascript, "cpp": cpp}
 SETS = {"humaneval": humaneval, "mbpp": mbpp}
 BENCHMARKS = tuple(f"bc-{s}-{lang}" for s in SETS for lang in LANGUAGES)
 
@@ -48,6 +48,8 @@ def run(language: str, q: Question, prompt_text: str, completion: str, timeout: 
     source = lang.program(q, prompt_text, completion, end)
     outcome = run_program({**files, lang.SOURCE_FILE: source}, argv, Limits(timeout=timeout))
     status, detail = verdict(outcome.stdout, len(q.tests), end, outcome.returncode, outcome.status == "timeout")
+    if status == "error" and outcome.returncode == getattr(lang, "COMPILE_FAILED", None):
+        status, detail = "compile error", "the program did not compile"
     error = "" if status == "passed" else (outcome.stderr.strip()[-500:] or detail)
     results = test_results(outcome.stdout)
     pattern = "".join({"PASSED": "P", "FAILED": "F"}.get(results.get(i, ""), "E") for i in range(len(q.tests)))

@@ -73,14 +73,19 @@ def _name(arg: str, i: int) -> str:
     return f"{name}_arg{i}" if keyword.iskeyword(name) or name in RESERVED else name
 
 
-# Words that are keywords or builtins in one of the eight languages (BabelCode renames such arguments).
-RESERVED = {"abstract", "bool", "boolean", "break", "byte", "case", "catch", "char", "class", "const", "continue",
-            "default", "delete", "do", "double", "else", "enum", "export", "extends", "false", "final", "float",
-            "for", "func", "function", "go", "goto", "if", "impl", "import", "in", "instanceof", "int", "interface",
-            "let", "long", "map", "match", "mod", "move", "mut", "new", "null", "object", "package", "private",
-            "protected", "public", "ref", "return", "select", "self", "short", "static", "string", "struct",
-            "super", "switch", "this", "throw", "trait", "true", "try", "type", "typeof", "use", "val", "var",
-            "vector", "void", "where", "while", "yield"}
+# Words that are keywords or builtins in one of BabelCode's languages (BabelCode renames such arguments).
+RESERVED = set("""
+abstract alignas alignof and and_eq as asm assert async auto await base bitand bitor bool boolean box break byte
+case catch chan char checked class compl concept const const_cast constexpr continue crate decimal decltype default
+defer delegate delete do double dyn else enum event explicit export extends extern false final finally fixed float
+fn for foreach friend fun func function go goto if impl implicit import in inline instanceof int interface internal
+is let lock long loop map match mod module move mut mutable namespace native new noexcept not not_eq null nullptr
+object operator or or_eq out override package params private protected pub public range readonly ref register
+reinterpret_cast requires return sbyte sealed select self short signed sizeof stackalloc static static_assert
+static_cast strictfp string struct super switch synchronized template this throw throws trait transient true try
+type typealias typedef typeid typename typeof uint ulong unchecked union unsafe unsigned use using ushort val var
+vector virtual void volatile when where while xor xor_eq yield
+""".split())
 
 
 def _asserts(testing_code: str, entry: str):

@@ -27,6 +27,7 @@ PUBLISHED = {
     "bc-humaneval-python": [21.7, None, 42.2, 48.4, None], "bc-mbpp-python": [38.6, None, 59.1, 62.0, None],
     "bc-humaneval-javascript": [21.7, None, 39.8, 46.0, None], "bc-mbpp-javascript": [45.3, None, 58.2, 61.4, None],
     "bc-humaneval-cpp": [24.2, None, 32.9, 42.2, None], "bc-mbpp-cpp": [47.1, None, 53.8, 56.7, None],
+    "bc-humaneval-java": [29.2, None, 41.0, 48.4, None], "bc-mbpp-java": [41.8, None, 50.3, 57.3, None],
 }
 ROW_NAMES = {"humaneval": "HumanEval", "mbpp": "MBPP", "humaneval-infill-single": "HumanEval single-line infilling",
              "humaneval-infill-multi": "HumanEval multi-line infilling",
@@ -34,7 +35,8 @@ ROW_NAMES = {"humaneval": "HumanEval", "mbpp": "MBPP", "humaneval-infill-single"
              "humaneval-infill-random-span-light": "HumanEval random-span infilling (light)",
              "bc-humaneval-python": "BC HumanEval Python", "bc-mbpp-python": "BC MBPP Python",
              "bc-humaneval-javascript": "BC HumanEval JavaScript", "bc-mbpp-javascript": "BC MBPP JavaScript",
-             "bc-humaneval-cpp": "BC HumanEval C++", "bc-mbpp-cpp": "BC MBPP C++"}
+             "bc-humaneval-cpp": "BC HumanEval C++", "bc-mbpp-cpp": "BC MBPP C++",
+             "bc-humaneval-java": "BC HumanEval Java", "bc-mbpp-java": "BC MBPP Java"}
 
 
 class EvalError(CodeGemmaError, ValueError):

@@ -11,11 +11,11 @@ from __future__ import annotations
 from types import ModuleType
 
 from ...errors import CodeGemmaError
-from . import cpp, javascript, python
+from . import cpp, java, javascript, python
 from .common import nonce, test_results, verdict
 from .questions import Question, humaneval, mbpp
 
-LANGUAGES: dict[str, ModuleType] = {"python": python, "javascript": javascript, "cpp": cpp}
+LANGUAGES: dict[str, ModuleType] = {"python": python, "javascript": javascript, "cpp": cpp, "java": java}
 SETS = {"humaneval": humaneval, "mbpp": mbpp}
 BENCHMARKS = tuple(f"bc-{s}-{lang}" for s in SETS for lang in LANGUAGES)
 

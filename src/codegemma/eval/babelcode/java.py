@@ -1,0 +1,106 @@
+"""BabelCode in Java: the prompt (`class Solution {`, the statement as a /** */ comment, then the method) and
+the driver.
+
+The completion is cut at BabelCode's stop `\\n    }\\n`, which removes the method's closing brace: the
+driver closes the method and the class. The file runs in Java's single-file source mode (`java
+Program.java`, compiled in memory), with a small heap and code cache so the JVM starts under the
+sandbox's address-space limit. Equality is `equals` (lists, maps and sets compare by content).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from ...errors import CodeGemmaError
+from .common import DOUBLE_PRECISION, FLOAT_PRECISION, camel, statement
+from .questions import Question
+from .schema import Type
+
+NAME = "java"
+STOPS = ("\n    }\n",)  # BabelCode's language_stop_words.json ("Java")
+SOURCE_FILE = "Program.java"
+CLOSER = "\n    }\n}"
+JVM_FLAGS = ("-Xmx256m", "-Xss8m", "-XX:+UseSerialGC", "-XX:ReservedCodeCacheSize=48m", "-XX:MaxMetaspaceSize=192m",
+             "-XX:CompressedClassSpaceSize=64m", "-XX:TieredStopAtLevel=1", "-Xshare:auto")
+TYPES = {"integer": "Integer", "long": "Long", "float": "Float", "double": "Double", "boolean": "Boolean",
+         "character": "Character", "string": "String"}
+HEADER = ("import java.util.*;\nimport java.util.function.*;\nimport java.util.stream.*;\nimport java.math.*;\n"
+          "import static java.util.Map.entry;\n\n")
+
+
+def type_name(t: Type) -> str:
+    if t.kind == "list":
+        return f"ArrayList<{type_name(t.args[0])}>"
+    if t.kind == "set":
+        return f"HashSet<{type_name(t.args[0])}>"
+    if t.kind == "map":
+        return f"HashMap<{type_name(t.args[0])}, {type_name(t.args[1])}>"
+    return TYPES[t.kind]
+
+
+def _string(text: str) -> str:
+    return json.dumps(text)  # Java's escapes for \\, ", \n, \t and \\uXXXX are JSON's
+
+
+def literal(value: object, t: Type) -> str:
+    if t.kind == "float":
+        return f"{float(value)!r}f"
+    if t.kind == "double":
+        return f"{float(value)!r}d"
+    if t.kind == "long":
+        return f"{value}L"
+    if t.kind == "boolean":
+        return "true" if value else "false"
+    if t.kind == "character":
+        return "'" + _string(value)[1:-1].replace("'", "\\'") + "'"
+    if t.kind == "string":
+        return _string(value)
+    if t.kind in ("list", "set"):
+        items = value if t.kind == "list" else sorted(value, key=repr)
+        return f"new {type_name(t)}(Arrays.asList({', '.join(literal(v, t.args[0]) for v in items)}))"
+    if t.kind == "map":
+        pairs = ", ".join(f"entry({literal(k, t.args[0])}, {literal(v, t.args[1])})" for k, v in value.items())
+        return f"new {type_name(t)}(Map.ofEntries({pairs}))"
+    return str(value)
+
+
+def prompt(q: Question, examples: bool = False) -> str:
+    """`class Solution {`, the statement as a /** */ comment, then `public R camelName(T a) {`."""
+    text = statement(q, "Java", examples).replace(q.entry, camel(q.entry)).replace("*/", "*\\/")
+    doc = "\n".join(("     * " + line).rstrip() for line in text.splitlines())
+    params = ", ".join(f"{type_name(t)} {name}" for name, t in q.params)
+    head = f"    public {type_name(q.returns)} {camel(q.entry)}({params}) {{"
+    return f"class Solution {{\n    /**\n{doc}\n     */\n{head}"
+
+
+def program(q: Question, prompt_text: str, completion: str, end: str) -> str:
+    ret = type_name(q.returns)
+    if q.returns.kind in ("float", "double"):
+        tolerance = FLOAT_PRECISION if q.returns.kind == "float" else DOUBLE_PRECISION
+        check = f"return Math.abs(actual - expected) < {tolerance!r};"
+    else:
+        check = "return actual.equals(expected);"
+    params = "".join(f"{type_name(t)} {name}, " for name, t in q.params)
+    args = ", ".join(name for name, _ in q.params)
+    calls = "\n".join(
+        f'        System.out.println("TEST-{i}..." + driver('
+        + ", ".join([*(literal(v, t) for v, (_, t) in zip(c.inputs, q.params)), literal(c.output, q.returns)])
+        + "));" for i, c in enumerate(q.tests))
+    return (f"{HEADER}public class Program {{\n"
+            f"    static boolean validateSolution({ret} actual, {ret} expected) {{\n        {check}\n    }}\n\n"
+            f"    static String driver({params}{ret} expected) {{\n        try {{\n"
+            f"            {ret} actual = new Solution().{camel(q.entry)}({args});\n"
+            f"            return actual != null && validateSolution(actual, expected) ? \"PASSED\" : \"FAILED\";\n"
+            f"        }} catch (Throwable e) {{\n"
+            f"            return e.getClass().getSimpleName();\n        }}\n    }}\n\n"
+            f"    public static void main(String[] args) {{\n{calls}\n"
+            f"        System.out.println(\"{end}\");\n    }}\n}}\n\n"
+            f"{prompt_text}{completion}{CLOSER}\n")
+
+
+def run_argv() -> tuple[dict[str, str], list[str]]:
+    java = shutil.which("java")
+    if java is None:
+        raise CodeGemmaError("Java needs a JDK: apt-get install default-jdk-headless")
+    return {}, [java, *JVM_FLAGS, SOURCE_FILE]

@@ -193,5 +193,6 @@ def babelcode_problems(benchmark: str) -> list[Problem]:
     from . import babelcode
 
     _, language = babelcode.split_name(benchmark)
+    babelcode.LANGUAGES[language].run_argv()  # a missing toolchain is refused now, naming what to install
     return [Problem(q.task_id, babelcode.prompt(benchmark, q), "", q.entry, stops=babelcode.LANGUAGES[language].STOPS,
                     style="babelcode", language=language, question=q) for q in babelcode.questions(benchmark)]

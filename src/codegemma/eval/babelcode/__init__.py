@@ -48,7 +48,8 @@ def run(language: str, q: Question, prompt_text: str, completion: str, timeout: 
     source = lang.program(q, prompt_text, completion, end)
     outcome = run_program({**files, lang.SOURCE_FILE: source}, argv, Limits(timeout=timeout))
     status, detail = verdict(outcome.stdout, len(q.tests), end, outcome.returncode, outcome.status == "timeout")
-    if status == "error" and outcome.returncode == getattr(lang, "COMPILE_FAILED", None):
+    compile_failed = getattr(lang, "compile_failed", None)
+    if status == "error" and compile_failed is not None and compile_failed(outcome.returncode, outcome.stderr):
         status, detail = "compile error", "the program did not compile"
     error = "" if status == "passed" else (outcome.stderr.strip()[-500:] or detail)
     results = test_results(outcome.stdout)

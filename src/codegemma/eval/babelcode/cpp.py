@@ -91,6 +91,10 @@ def program(q: Question, prompt_text: str, completion: str, end: str) -> str:
             f"int main() {{\n{calls}\n    cout << \"{end}\" << endl;\n    return 0;\n}}\n")
 
 
+def compile_failed(returncode: int | None, stderr: str) -> bool:
+    return returncode == COMPILE_FAILED
+
+
 def run_argv() -> tuple[dict[str, str], list[str]]:
     gpp = shutil.which("g++")
     if gpp is None:

@@ -99,6 +99,11 @@ def program(q: Question, prompt_text: str, completion: str, end: str) -> str:
             f"{prompt_text}{completion}{CLOSER}\n")
 
 
+def compile_failed(returncode: int | None, stderr: str) -> bool:
+    """Single-file source mode ends with this line when the in-memory compilation fails."""
+    return returncode != 0 and "error: compilation failed" in stderr
+
+
 def run_argv() -> tuple[dict[str, str], list[str]]:
     java = shutil.which("java")
     if java is None:

@@ -89,10 +89,11 @@ def literal(node: ast.expr, source: str) -> tuple[object, Type]:
     """A literal's Python value and inferred type; anything else (names, calls, arithmetic) is refused."""
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) \
             and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float):
-        value, kind = literal(node.operand, source)
-        return (-value if isinstance(node.op, ast.USub) else value), kind
+        value, kind = _constant(node.operand, source)
+        return _in_range(-value if isinstance(node.op, ast.USub) else value), kind
     if isinstance(node, ast.Constant):
-        return _constant(node, source)
+        value, kind = _constant(node, source)
+        return _in_range(value), kind
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
         items = [literal(e, source) for e in node.elts]
         element = NULL
@@ -115,6 +116,12 @@ def literal(node: ast.expr, source: str) -> tuple[object, Type]:
             raise SchemaError(f"map keys of type {key_type} are not supported")
         return {k: v for (k, _), (v, _) in zip(keys, values)}, Type("map", (key_type, value_type))
     raise SchemaError(f"{type(node).__name__} is not supported")
+
+
+def _in_range(value: object) -> object:
+    if type(value) is int and not -(1 << 63) <= value < 1 << 63:
+        raise SchemaError("integers beyond 64 bits are not supported")
+    return value
 
 
 def _constant(node: ast.Constant, source: str) -> tuple[object, Type]:

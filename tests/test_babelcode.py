@@ -216,7 +216,8 @@ def test_eval_run_and_report_on_a_tiny_model(tiny_checkpoint, tmp_path):
     assert "| BC HumanEval Python | 0.00 (2) | 21.70 |  | 42.20 | 48.40 |  |" in report([tmp_path / "bc"])
 
 
-@pytest.mark.parametrize("language, broken", [("cpp", "\n    return nonsense("), ("java", "\n        return nonsense(")])
+@pytest.mark.parametrize("language, broken", [("cpp", "\n    return nonsense("),
+                                              ("java", "\n        return nonsense(")])
 def test_a_program_that_does_not_compile_is_a_compile_error(language, broken):
     if shutil.which(TOOLS[language]) is None:
         pytest.skip(f"{language} needs {TOOLS[language]}")

@@ -223,3 +223,28 @@ def test_a_program_that_does_not_compile_is_a_compile_error(language, broken):
         pytest.skip(f"{language} needs {TOOLS[language]}")
     result = score_one(load_problems(f"bc-humaneval-{language}")[0], broken, 20.0)
     assert result["status"] == "compile error" and not result["passed"]
+
+
+HOSTILE_COMPILED = {  # HumanEval/0: bool hasCloseElements(vector<float>, float) / Boolean ... (ArrayList<Float>, Float)
+    ("cpp", "endless loop"): "\n    while (true) {}\n    return false;",
+    ("cpp", "write outside"): "\n    FILE* f = fopen(\"/etc/codegemma-owned\", \"w\");\n    if (f) fputs(\"x\", f);\n"
+                              "    return false;",
+    ("cpp", "fork bomb"): "\n    while (true) fork();\n    return false;",
+    ("cpp", "network"): "\n    return system(\"curl -s -m 2 http://127.0.0.1:1\") == 0;",
+    ("java", "endless loop"): "\n        while (true) {}",
+    ("java", "write outside"): "\n        try { new java.io.FileWriter(\"/etc/codegemma-owned\").write(\"x\"); }\n"
+                               "        catch (Exception e) { }\n        return false;",
+    ("java", "threads"): "\n        while (true) new Thread(() -> { while (true) {} }).start();",
+}
+
+
+@pytest.mark.parametrize("language, name", sorted(HOSTILE_COMPILED))
+def test_hostile_compiled_programs_are_contained(language, name):
+    import os
+
+    if shutil.which(TOOLS[language]) is None:
+        pytest.skip(f"{language} needs {TOOLS[language]}")
+    problem = load_problems(f"bc-humaneval-{language}")[0]
+    result = score_one(problem, HOSTILE_COMPILED[(language, name)], 8.0)
+    assert not result["passed"] and result["status"] != "compile error", result
+    assert result["duration"] < 20 and not os.path.exists("/etc/codegemma-owned")

@@ -26,10 +26,10 @@ def _options(server: Server, body: S.LlamaCommon, prompt_len: int, stop_ids: tup
                           seed=seed, stop=tuple(body.stop or ()) + extra_stop, stop_ids=stop_ids)
 
 
-def _start(server: Server, request: Request, body: S.LlamaCommon, ids: list[int], opts: Options) -> Job:
-    priority = BACKGROUND if opts.max_tokens == 0 or body.n_predict == 0 else INTERACTIVE
-    return server.start(ids, opts, request, priority=priority, n_indent=body.n_indent,
-                        time_limit_ms=float(body.t_max_predict_ms))
+def _job_args(body: S.LlamaCommon) -> dict:
+    """Priority (a cache fill, n_predict 0, is background work) and llama.cpp's stop rules, for server.start."""
+    return {"priority": BACKGROUND if body.n_predict == 0 else INTERACTIVE, "n_indent": body.n_indent,
+            "time_limit_ms": float(body.t_max_predict_ms)}
 
 
 async def _respond(server: Server, request: Request, body: S.LlamaCommon, ids: list[int],
@@ -38,12 +38,10 @@ async def _respond(server: Server, request: Request, body: S.LlamaCommon, ids: l
     if body.n_cmpl > 1 and body.stream:
         raise ApiError(400, "n_cmpl > 1 needs stream: false")
     if body.stream:
-        job = _start(server, request, body, ids, make_options(0))
+        job = server.start(ids, make_options(0), request, **_job_args(body))
         return stream_response(server, job, request, sse=True, piece=lambda text: {"content": text, "stop": False},
                                final=lambda summary: [_final(server, job, body, "", summary, truncated, 0)])
-    priority = BACKGROUND if body.n_predict == 0 else INTERACTIVE
-    done = await candidates(server, request, ids, make_options, body.n_cmpl, priority=priority,
-                            n_indent=body.n_indent, time_limit_ms=float(body.t_max_predict_ms))
+    done = await candidates(server, request, ids, make_options, body.n_cmpl, **_job_args(body))
     answers = [_final(server, job, body, text, summary, truncated, i) for i, (job, text, summary) in enumerate(done)]
     return answers[0] if body.n_cmpl == 1 else answers
 

@@ -9,13 +9,18 @@ byte budget (as llama.cpp's `--cache-ram`).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 
 Snapshot = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of slots [0, n)
 
 
-def shared_prefix(a: list[int], b: list[int]) -> int:
+def snapshot_bytes(snapshot: Snapshot) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in snapshot)
+
+
+def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """How many tokens two sequences share from the start."""
     n = min(len(a), len(b))
     return next((i for i in range(n) if a[i] != b[i]), n)
@@ -34,7 +39,7 @@ class PromptCache:
 
     def best(self, prompt: list[int]) -> tuple[list[int], Snapshot, int] | None:
         """The snapshot sharing the longest prefix with `prompt`: (its tokens, the snapshot, tokens shared)."""
-        found = max(((key, shared_prefix(list(key), prompt)) for key in self.entries), key=lambda kv: kv[1],
+        found = max(((key, shared_prefix(key, prompt)) for key in self.entries), key=lambda kv: kv[1],
                     default=None)
         if found is None or found[1] == 0:
             return None
@@ -44,7 +49,7 @@ class PromptCache:
 
     def put(self, tokens: list[int], snapshot: Snapshot) -> None:
         """Keeps a snapshot (replacing any entry that is a prefix of it), then evicts to the budget."""
-        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in snapshot)
+        size = snapshot_bytes(snapshot)
         if size > self.budget or not tokens:
             return
         for key in [k for k in self.entries if tuple(tokens[:len(k)]) == k]:
@@ -55,5 +60,4 @@ class PromptCache:
             self._drop(next(iter(self.entries)))
 
     def _drop(self, key: tuple[int, ...]) -> None:
-        snapshot = self.entries.pop(key)
-        self.bytes -= sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in snapshot)
+        self.bytes -= snapshot_bytes(self.entries.pop(key))

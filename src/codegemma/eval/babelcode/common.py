@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 
-from .questions import Question
+from .questions import Question, TestCase
+from .schema import Type
 
 FLOAT_PRECISION, DOUBLE_PRECISION = 1e-6, 1e-9  # BabelCode's tolerances, for float and double returns only
 TEST_LINE = re.compile(r"^TEST-(\d+)\.\.\.(.+)$")
+
+
+def tolerance(q: Question) -> float | None:
+    """BabelCode compares a float or double return within a tolerance, anything else exactly."""
+    return {"float": FLOAT_PRECISION, "double": DOUBLE_PRECISION}.get(q.returns.kind)
+
+
+def arguments(q: Question, case: TestCase, literal: Callable[[object, Type], str]) -> list[str]:
+    """A test case's arguments as one language's literals."""
+    return [literal(v, t) for v, (_, t) in zip(case.inputs, q.params)]
 
 
 def camel(name: str) -> str:

@@ -13,7 +13,7 @@ import json
 import shutil
 
 from ...errors import CodeGemmaError
-from .common import DOUBLE_PRECISION, FLOAT_PRECISION, camel, statement
+from .common import arguments, camel, statement, tolerance
 from .questions import Question
 from .schema import Type
 
@@ -76,19 +76,15 @@ def prompt(q: Question, examples: bool = False) -> str:
 
 def program(q: Question, prompt_text: str, completion: str, end: str) -> str:
     ret = type_name(q.returns)
-    if q.returns.kind in ("float", "double"):
-        tolerance = FLOAT_PRECISION if q.returns.kind == "float" else DOUBLE_PRECISION
-        check = f"return Math.abs(actual - expected) < {tolerance!r};"
-    else:
-        check = "return actual.equals(expected);"
+    check = "actual.equals(expected)" if tolerance(q) is None else f"Math.abs(actual - expected) < {tolerance(q)!r}"
     params = "".join(f"{type_name(t)} {name}, " for name, t in q.params)
     args = ", ".join(name for name, _ in q.params)
     calls = "\n".join(
         f'        System.out.println("TEST-{i}..." + driver('
-        + ", ".join([*(literal(v, t) for v, (_, t) in zip(c.inputs, q.params)), literal(c.output, q.returns)])
+        + ", ".join([*arguments(q, c, literal), literal(c.output, q.returns)])
         + "));" for i, c in enumerate(q.tests))
     return (f"{HEADER}public class Program {{\n"
-            f"    static boolean validateSolution({ret} actual, {ret} expected) {{\n        {check}\n    }}\n\n"
+            f"    static boolean validateSolution({ret} actual, {ret} expected) {{\n        return {check};\n    }}\n\n"
             f"    static String driver({params}{ret} expected) {{\n        try {{\n"
             f"            {ret} actual = new Solution().{camel(q.entry)}({args});\n"
             f"            return actual != null && validateSolution(actual, expected) ? \"PASSED\" : \"FAILED\";\n"

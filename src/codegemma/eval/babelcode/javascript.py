@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from .common import DOUBLE_PRECISION, FLOAT_PRECISION, camel, statement
+from .common import arguments, camel, statement, tolerance
 from .questions import Question
 from .schema import Type
 
@@ -56,13 +56,9 @@ def prompt(q: Question, examples: bool = False) -> str:
 
 
 def program(q: Question, prompt_text: str, completion: str, end: str) -> str:
-    if q.returns.kind in ("float", "double"):
-        tolerance = FLOAT_PRECISION if q.returns.kind == "float" else DOUBLE_PRECISION
-        check = f"Math.abs(actual - expected) < {tolerance!r}"
-    else:
-        check = "deepEqual(actual, expected)"
+    check = "deepEqual(actual, expected)" if tolerance(q) is None else f"Math.abs(actual - expected) < {tolerance(q)!r}"
     calls = "\n".join(
-        f"  console.log(`TEST-{i}...${{driver([{', '.join(literal(v, t) for v, (_, t) in zip(c.inputs, q.params))}], "
+        f"  console.log(`TEST-{i}...${{driver([{', '.join(arguments(q, c, literal))}], "
         f"{literal(c.output, q.returns)})}}`);" for i, c in enumerate(q.tests))
     return (f"{prompt_text}{completion}\n\n{DEEP_EQUAL}"
             f"function validateSolution(actual, expected) {{ return {check}; }}\n"

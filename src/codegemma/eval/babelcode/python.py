@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import DOUBLE_PRECISION, FLOAT_PRECISION, statement
+from .common import arguments, statement, tolerance
 from .questions import Question
 from .schema import Type
 
@@ -46,15 +46,10 @@ def prompt(q: Question, examples: bool = False) -> str:
 
 def program(q: Question, prompt_text: str, completion: str, end: str) -> str:
     """The file that is run: header, prompt and completion, then a driver printing TEST-<i>...<RESULT>."""
-    if q.returns.kind in ("float", "double"):
-        tolerance = FLOAT_PRECISION if q.returns.kind == "float" else DOUBLE_PRECISION
-        check = f"abs(actual - expected) < {tolerance!r}"
-    else:
-        check = "actual == expected"
+    check = "actual == expected" if tolerance(q) is None else f"abs(actual - expected) < {tolerance(q)!r}"
     lines = []
     for i, c in enumerate(q.tests):
-        args = [literal(v, t) for v, (_, t) in zip(c.inputs, q.params)]
-        call = ", ".join([*args, f"expected={literal(c.output, q.returns)}"])
+        call = ", ".join([*arguments(q, c, literal), f"expected={literal(c.output, q.returns)}"])
         lines.append(f"    print('TEST-{i}...' + driver({call}), flush=True)")
     calls = "\n".join(lines)
     return (f"{HEADER}{prompt_text}{completion}\n\n\n"

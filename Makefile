@@ -54,6 +54,7 @@ lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check src tests bench scripts
 
 bench: $(TEST_STAMP)
+	$(PIP) install -q -e '.[test,bench]'
 	for b in bench_core bench_gguf bench_server bench_eval bench_data bench_train; do $(PY) bench/$$b.py || exit 1; done
 
 clean:

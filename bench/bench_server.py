@@ -5,7 +5,10 @@ edit, with the prefix cache and without it (a second server started with --no-pr
 baseline), and after switching to another file and back (warm from a RAM snapshot with the prompt
 cache); the keystroke storm (six requests 100 or 350 ms apart, each aborting the one before, as
 editors do: latency of the newest beside the same request alone, goal <= 1.2x); then completion
-throughput with 1, 4 and 8 concurrent clients.
+throughput with 1, 4 and 8 concurrent clients (continuous batching: goal, 4 clients >= 2.5x one).
+
+Last, beside llama.cpp's server as llama-cpp-python ships it (`python -m llama_cpp.server`, one sequence at
+a time) on the same GGUF file and thread count: the same OpenAI /v1/completions requests to both.
 
     python bench/bench_server.py [--model default] [--threads 2] [--dtype bfloat16]
 """
@@ -119,6 +122,59 @@ def throughput(url: str, clients: int, per_client: int = 3) -> float:
     return tokens / (time.perf_counter() - t)
 
 
+def start_llama_cpp(gguf: Path, threads: int, ctx: int) -> tuple[subprocess.Popen, str] | None:
+    """llama-cpp-python's server on the same file, or None where it is not installed (make bench installs it)."""
+    try:
+        import llama_cpp.server.app  # noqa: F401
+    except ImportError as exc:
+        print(f"llama.cpp server baseline skipped: {exc}", file=sys.stderr)
+        return None
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                             "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+                             "--n_ctx", str(ctx)], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("llama.cpp server did not start")
+
+
+def openai_ttft(url: str, prompt: str) -> float:
+    t = time.perf_counter()
+    body = {"model": "codegemma", "prompt": prompt, "max_tokens": 16, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=300) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                return time.perf_counter() - t
+    return float("nan")
+
+
+def openai_throughput(url: str, clients: int, per_client: int = 3) -> float:
+    prompts = [f"def function_{i}(x):\n    " for i in range(clients * per_client)]
+
+    def one(p: str) -> int:
+        body = {"model": "codegemma", "prompt": p, "max_tokens": 32, "temperature": 0}
+        return httpx.post(f"{url}/v1/completions", json=body, timeout=600).json()["usage"]["completion_tokens"]
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        tokens = sum(pool.map(one, prompts))
+    return tokens / (time.perf_counter() - t)
+
+
+def side_by_side(url: str) -> tuple[float, float, dict[int, float]]:
+    """(cold TTFT, TTFT after a one-character edit, tokens/s per client count) over /v1/completions."""
+    prefix = editor_request(False)["input_prefix"]
+    cold = openai_ttft(url, prefix)
+    edited = openai_ttft(url, prefix[:-40] + "#" + prefix[-40:])
+    return cold, edited, {c: openai_throughput(url, c) for c in (1, 4, 8)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="default")
@@ -137,6 +193,18 @@ def main() -> None:
             if not extra:
                 storms = {ms: storm(url, ms / 1000) for ms in (100, 350)}
                 rates = {c: throughput(url, c) for c in (1, 4, 8)}
+                ours = side_by_side(url)
+        finally:
+            proc.terminate()
+            proc.wait()
+    from codegemma.sources import resolve
+
+    source = resolve(args.model)
+    baseline = None
+    if source.kind == "gguf" and (started := start_llama_cpp(source.path, args.threads, 4096)):
+        proc, url = started
+        try:
+            baseline = side_by_side(url)
         finally:
             proc.terminate()
             proc.wait()
@@ -150,10 +218,17 @@ def main() -> None:
     print("|---|---|---|---|")
     for ms, (newest, alone) in storms.items():
         print(f"| {ms} ms | {newest:.2f} | {alone:.2f} | {newest / alone:.2f}x |")
-    print("\n| concurrent clients | completion tokens/s (all clients) |")
-    print("|---|---|")
+    print("\n| concurrent clients | completion tokens/s (all clients) | vs one client |")
+    print("|---|---|---|")
     for c, rate in rates.items():
-        print(f"| {c} | {rate:.1f} |")
+        print(f"| {c} | {rate:.1f} | {rate / rates[1]:.2f}x |")
+    print("\n| /v1/completions, same file and threads | cold TTFT s | TTFT after an edit s | tokens/s 1 client "
+          "| 4 clients | 8 clients |")
+    print("|---|---|---|---|---|---|")
+    for label, row in (("codegemma serve", ours), ("llama.cpp (llama-cpp-python server)", baseline)):
+        if row is not None:
+            cold, edited, r = row
+            print(f"| {label} | {cold:.2f} | {edited:.2f} | {r[1]:.1f} | {r[4]:.1f} | {r[8]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -107,8 +107,9 @@ def test_the_command_set_is_frozen():
     assert flags["complete"] == sorted(["--context", "--debug", "--help", "--mode", "--path", "--prefix", "--suffix",
                                         *model, *sampling])
     assert flags["chat"] == sorted(["--debug", "--help", "--message", "--system", *model, *sampling])
-    assert flags["serve"] == sorted(["--api-key", "--cache-ram", "--ctx", "--debug", "--help", "--host", "--name",
-                                     "--no-prefix-cache", "--port", "--queue", *model])
+    assert flags["serve"] == sorted(["--api-key", "--cache-ram", "--cache-reuse", "--ctx", "--debug", "--help",
+                                     "--host", "--name", "--no-prefix-cache", "--parallel", "--port", "--queue",
+                                     *model])
     assert flags["info"] == sorted(["--debug", "--help", *model])
 
 

@@ -54,7 +54,7 @@ def run_jobs(engine: Engine, specs: list[tuple[list[int], int, str | None, int]]
 
 
 def test_interactive_goes_before_chat_and_chat_before_background_fills(cg):
-    engine = Engine(cg, ctx=256)
+    engine = Engine(cg, ctx=256, parallel=1)
     try:
         order = run_jobs(engine, [([2, 7, 8], BACKGROUND, None, 0), ([2, 9, 10], CHAT, None, 4),
                                   ([2, 11, 12], INTERACTIVE, None, 4), ([2, 13], INTERACTIVE, None, 4)])
@@ -65,7 +65,7 @@ def test_interactive_goes_before_chat_and_chat_before_background_fills(cg):
 
 def test_a_newer_request_from_the_same_client_supersedes_its_queued_ones(cg):
     file = [2] + list(range(20, 60))
-    engine = Engine(cg, ctx=256)
+    engine = Engine(cg, ctx=256, parallel=1)
     try:
         order = run_jobs(engine, [(file + [61], INTERACTIVE, "editor", 4), (file + [61, 62], INTERACTIVE, "editor", 4),
                                   (file + [61, 62, 63], INTERACTIVE, "editor", 4),
@@ -81,7 +81,7 @@ def test_a_newer_request_from_the_same_client_supersedes_its_queued_ones(cg):
 def test_a_cancelled_request_gives_its_place_back_at_once(cg):
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        engine = Engine(cg, ctx=256, queue_depth=2)
+        engine = Engine(cg, ctx=256, queue_depth=2, parallel=1)
         try:
             engine.submit(Job([2] + [5] * 40, Options(max_tokens=200), loop))
             queued = Job([2, 6], Options(max_tokens=4), loop)
@@ -168,11 +168,16 @@ def test_candidates_and_server_info_routes(cg):
         alone = cg.complete(PREFIX, SUFFIX, max_tokens=8)
         assert [a["index"] for a in answers] == [0, 1, 2] and all(a["content"] == alone for a in answers)
         assert answers[1]["tokens_cached"] >= answers[1]["tokens_evaluated"] - 1  # one prefill for all three
+        stats = server.engine.stats
+        assert stats.prefilled_tokens == answers[0]["tokens_evaluated"] - 1  # the last one is decoding's first input
+        assert stats.batched_tokens >= 2 * stats.decode_steps  # decoded side by side
         assert httpx.post(f"{server.url}/infill", json={**body, "stream": True}).status_code == 400
         props = httpx.get(f"{server.url}/props").json()
-        assert props["default_generation_settings"]["n_ctx"] == 256 and props["total_slots"] == 1
+        assert props["default_generation_settings"]["n_ctx"] == 256 and props["total_slots"] == 4
         slots = httpx.get(f"{server.url}/slots").json()
-        assert slots[0]["n_ctx"] == 256 and slots[0]["is_processing"] is False
+        assert len(slots) == 4 and all(s["n_ctx"] == 256 and s["is_processing"] is False for s in slots)
+        held = answers[0]["tokens_evaluated"] + answers[0]["tokens_predicted"] - 1  # all but the last token
+        assert sorted(s["n_cached"] for s in slots) == [0, held, held, held]
         metrics = httpx.get(f"{server.url}/metrics")
         assert metrics.headers["content-type"].startswith("text/plain")
         values = dict(line.split() for line in metrics.text.splitlines() if not line.startswith("#"))
@@ -244,7 +249,7 @@ def test_a_chat_pauses_for_completions_and_resumes_exactly(cg):
 
     async def main() -> tuple[list[str], str]:
         loop = asyncio.get_running_loop()
-        engine = Engine(cg, ctx=256, prefill_chunk=16)
+        engine = Engine(cg, ctx=256, prefill_chunk=16, parallel=1)
         try:
             chat = Job(chat_ids, Options(max_tokens=120), loop, priority=CHAT)
             engine.submit(chat)

@@ -86,12 +86,15 @@ class CodeGemma:
             return self.model(x, last=None)[0].float()
 
     # Generation from token ids: every public method ends here.
-    def stream_ids(self, prompts: Sequence[Sequence[int]], options: Options, *, context: int | None = None,
-                   reuse: int | None = None) -> Iterator[TextEvent]:
-        """Text events for token-id prompts; `reuse` continues from a caller-owned KV cache (see decode_steps)."""
+    def stream_ids(self, prompts: Sequence[Sequence[int]], options: Options, *,
+                   context: int | None = None) -> Iterator[TextEvent]:
+        """Text events for token-id prompts."""
+        return stream_text(self.model, self.tokenizer, prompts, self.settings(options), options.stop, context=context)
+
+    def settings(self, options: Options) -> GenerationSettings:
+        """The decode loop's settings for options: the end-of-sequence token always stops."""
         stop_ids = tuple(sorted(set(options.stop_ids) | {self.tokenizer.eos_id}))
-        settings = GenerationSettings(options.max_tokens, options.sampling(), stop_ids)
-        return stream_text(self.model, self.tokenizer, prompts, settings, options.stop, context=context, reuse=reuse)
+        return GenerationSettings(options.max_tokens, options.sampling(), stop_ids)
 
     def run(self, prompts: Sequence[Sequence[int]], options: Options) -> list[Completion]:
         out = [Completion("", "length", len(p), 0) for p in prompts]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,6 +27,27 @@ class RMSNorm(nn.Module):
         return (out * (1.0 + self.weight.float())).type_as(x)
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ weight.T. A single row of 16-bit floats is computed as two: BLAS gives one row a matrix-vector
+    kernel whose rounding differs from the matrix-matrix kernel every larger batch gets (measured: rows of
+    2 to 64 agree bit for bit, one row does not), so a sequence's result does not depend on how many
+    others share its decoding batch. Free in bfloat16, where two rows take no longer than one."""
+    if x.dtype in (torch.bfloat16, torch.float16) and x.numel() == x.shape[-1] and not torch.is_grad_enabled():
+        row = x.reshape(1, -1)
+        return F.linear(torch.cat([row, row]), weight)[:1].reshape(*x.shape[:-1], weight.shape[0])
+    return F.linear(x, weight)
+
+
+class Linear(nn.Linear):
+    """A bias-free projection computed by `linear`."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight)
+
+
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     """cos/sin tables for split-halves RoPE over the full head_dim, computed in float32. positions: (B, T)."""
     even = torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float()
@@ -42,27 +65,44 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class KVCache(nn.Module):
-    """Keys and values of one layer: k, v of shape (B, n_kv, max_len, hd); slot s holds the s-th token fed."""
+    """Keys and values of one layer: k, v of shape (B, n_kv, max_len, hd); slot s holds the s-th token fed.
+
+    Keys are stored rotated (RoPE applied). A cache made with `empty=True` is not zeroed: only the slots
+    a row fills are ever read, and on CPU the pages nobody writes are never committed.
+    """
 
     def __init__(self, batch: int, n_kv: int, max_len: int, head_dim: int, *, device: torch.device,
-                 dtype: torch.dtype) -> None:
+                 dtype: torch.dtype, empty: bool = False) -> None:
         super().__init__()
         shape = (batch, n_kv, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        make = torch.empty if empty else torch.zeros
+        self.register_buffer("k", make(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", make(shape, device=device, dtype=dtype), persistent=False)
 
     @property
     def max_len(self) -> int:
         return self.k.shape[2]
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Writes (B, n_kv, T, hd) at slots [start, start+T); returns all slots [0, start+T)."""
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor,
+               row: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Writes (B, n_kv, T, hd) at slots [start, start+T) of every row (or of row `row`, B = 1);
+        returns those rows' slots [0, start+T)."""
         end = start + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} tokens; {end} requested")
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
+        rows = slice(None) if row is None else slice(row, row + 1)
+        self.k[rows, :, start:end] = k
+        self.v[rows, :, start:end] = v
+        return self.k[rows, :, :end], self.v[rows, :, :end]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One token for each of several sequences: sequence i lives in cache row rows[i], at slot positions[i]
+    (its tokens fill slots 0.. in order, so a slot is also the RoPE position)."""
+
+    rows: tuple[int, ...]
+    positions: tuple[int, ...]
 
 
 class Attention(nn.Module):
@@ -72,17 +112,20 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         self.scale = c.attn_scale  # head_dim^-0.5 (Gemma 1) or query_pre_attn_scalar^-0.5 (Gemma 2/3)
         self.softcap = c.attn_logit_softcapping
-        self.q_proj = nn.Linear(c.hidden_size, c.num_attention_heads * c.head_dim, bias=False)
-        self.k_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * c.head_dim, bias=False)
-        self.v_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * c.head_dim, bias=False)
-        self.o_proj = nn.Linear(c.num_attention_heads * c.head_dim, c.hidden_size, bias=False)
+        self.q_proj = Linear(c.hidden_size, c.num_attention_heads * c.head_dim)
+        self.k_proj = Linear(c.hidden_size, c.num_key_value_heads * c.head_dim)
+        self.v_proj = Linear(c.hidden_size, c.num_key_value_heads * c.head_dim)
+        self.o_proj = Linear(c.num_attention_heads * c.head_dim, c.hidden_size)
         if c.has_qk_norm:
             self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
             self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
         self.cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
-                start: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | list,
+                start: int | Rows, cache: KVCache | None = None, row: int | None = None) -> torch.Tensor:
+        """Tokens at slots [start, start+T) of every row of `cache` (default: the attached one), or of row
+        `row` only; with `start` a Rows, one token per sequence, each attending its own row (mask: one
+        per sequence, None where nothing is masked)."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, hd)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)  # (B, T, n_kv, hd)
@@ -91,8 +134,13 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q.transpose(1, 2), cos, sin)  # (B, H, T, hd)
         k = apply_rope(k.transpose(1, 2), cos, sin)  # (B, n_kv, T, hd)
-        if self.cache is not None:
-            k, v = self.cache.update(start, k, v)  # (B, n_kv, S, hd)
+        cache = self.cache if cache is None else cache
+        if isinstance(start, Rows):
+            y = torch.cat([self._grouped(q[i:i + 1], *cache.update(p, k[i:i + 1], v[i:i + 1], r), mask[i])
+                           for i, (r, p) in enumerate(zip(start.rows, start.positions))])
+            return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        if cache is not None:
+            k, v = cache.update(start, k, v, row)  # (B, n_kv, S, hd)
         if self.softcap is None and q.shape[2] > 1:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
                                                enable_gqa=self.n_kv != self.n_heads)
@@ -100,7 +148,7 @@ class Attention(nn.Module):
             y = self._grouped(q, k, v, mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
-    def _grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Attention with the query heads of each KV head stacked, so MQA/GQA need no repeated K/V.
 
         Faster than the fused CPU kernel for a single query; Gemma 2's soft-cap, cap * tanh(s / cap),
@@ -112,7 +160,9 @@ class Attention(nn.Module):
         scores = (qg @ k.transpose(-1, -2)) * self.scale  # (B, n_kv, groups*T, S)
         if self.softcap is not None:
             scores = torch.tanh(scores / self.softcap) * self.softcap
-        scores = scores.view(B, self.n_kv, groups, T, -1).masked_fill(~mask[:, :, None], float("-inf"))
+        scores = scores.view(B, self.n_kv, groups, T, -1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, :, None], float("-inf"))
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         return (probs.view(B, self.n_kv, groups * T, -1) @ v).view(B, H, T, hd)
 
@@ -125,9 +175,9 @@ class MLP(nn.Module):
 
     def __init__(self, config: GemmaConfig) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate_proj = Linear(config.hidden_size, config.intermediate_size)
+        self.up_proj = Linear(config.hidden_size, config.intermediate_size)
+        self.down_proj = Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
@@ -148,9 +198,9 @@ class Block(nn.Module):
             self.pre_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
             self.post_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
-                start: int) -> torch.Tensor:
-        h = self.self_attn(self.input_layernorm(x), cos, sin, mask, start)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | list,
+                start: int | Rows, cache: KVCache | None = None, row: int | None = None) -> torch.Tensor:
+        h = self.self_attn(self.input_layernorm(x), cos, sin, mask, start, cache, row)
         if not self.sandwich:  # Gemma 1: post_attention_layernorm is the MLP's input norm
             x = x + h
             return x + self.mlp(self.post_attention_layernorm(x))
@@ -183,12 +233,17 @@ class GemmaForCausalLM(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.model.embed_tokens.weight.dtype
 
+    def make_cache(self, batch: int, max_len: int, *, empty: bool = False) -> list[KVCache]:
+        """A KV cache per layer (batch rows of max_len slots) on the model's device and dtype, not attached:
+        pass it to forward(cache=...) and decode_rows."""
+        c = self.config
+        return [KVCache(batch, c.num_key_value_heads, max_len, c.head_dim, device=self.device, dtype=self.dtype,
+                        empty=empty) for _ in self.model.layers]
+
     def setup_cache(self, batch: int, max_len: int) -> None:
         """Attaches a KV cache of max_len slots to every layer, on the model's device and dtype."""
-        c = self.config
-        for block in self.model.layers:
-            block.self_attn.cache = KVCache(batch, c.num_key_value_heads, max_len, c.head_dim,
-                                            device=self.device, dtype=self.dtype)
+        for block, cache in zip(self.model.layers, self.make_cache(batch, max_len)):
+            block.self_attn.cache = cache
 
     def clear_cache(self) -> None:
         for block in self.model.layers:
@@ -200,10 +255,13 @@ class GemmaForCausalLM(nn.Module):
         return 0 if cache is None else cache.max_len
 
     def forward(self, input_ids: torch.Tensor, *, start: int = 0, positions: torch.Tensor | None = None,
-                key_valid: torch.Tensor | None = None, last: int | None = 1) -> torch.Tensor | None:
+                key_valid: torch.Tensor | None = None, last: int | None = 1, cache: list[KVCache] | None = None,
+                row: int | None = None) -> torch.Tensor | None:
         """Runs (B, T) tokens placed at cache slots [start, start+T).
 
         Args:
+            cache: per-layer caches (make_cache); default: the attached ones.
+            row: with `cache`, the one row (B = 1) these tokens belong to.
             positions: (B, T) RoPE positions; defaults to the slots (no padding).
             key_valid: (B, start+T) False where a slot holds padding that no query may see.
             last: logits for the last `last` positions only (None: every position; 0: none, only
@@ -219,18 +277,57 @@ class GemmaForCausalLM(nn.Module):
         x = self.model.embed_tokens(input_ids)  # (B, T, D)
         x = x * torch.tensor(c.embed_scale, dtype=x.dtype)  # sqrt(hidden) cast to the activation dtype first
         masks = _attention_masks(c, B, T, start, key_valid, x.device)
-        tables: dict[tuple[float, float], tuple[torch.Tensor, ...]] = {}
+        tables = self._rope_tables(positions, x.dtype)
         for i, block in enumerate(self.model.layers):
-            key = (c.rope_base(i), c.rope_scale(i))
-            if key not in tables:
-                pos = positions if key[1] == 1.0 else positions.float() / key[1]
-                tables[key] = rope_cos_sin(pos, c.head_dim, key[0], x.dtype)
-            x = block(x, *tables[key], masks[c.is_sliding(i)], start)
+            x = block(x, *tables[self._rope_key(i)], masks[c.is_sliding(i)], start,
+                      None if cache is None else cache[i], row)
         if last == 0:
             return None
         if last is not None:
             x = x[:, -last:]
         return self.output(x)
+
+    def decode_rows(self, tokens: list[int], rows: Rows, cache: list[KVCache]) -> torch.Tensor:
+        """One decoding step for several sequences in one pass (continuous batching): token i goes to row
+        rows.rows[i] at slot rows.positions[i] and attends that row's slots up to it. Each row's result
+        is the one it gets decoded alone (attention runs per row over its own length). float32 logits (B, vocab)."""
+        c = self.config
+        device = self.device
+        ids = torch.tensor(tokens, device=device)[:, None]  # (B, 1)
+        x = self.model.embed_tokens(ids)
+        x = x * torch.tensor(c.embed_scale, dtype=x.dtype)
+        tables = self._rope_tables(torch.tensor(rows.positions, device=device)[:, None], x.dtype)
+        sliding = [_attention_masks(c, 1, 1, p, None, device)[True] if c.sliding_window and p >= c.sliding_window
+                   else None for p in rows.positions]
+        full = [None] * len(tokens)
+        for i, block in enumerate(self.model.layers):
+            x = block(x, *tables[self._rope_key(i)], sliding if c.is_sliding(i) else full, rows, cache[i])
+        return self.output(x)[:, -1]
+
+    def move_slots(self, cache: list[KVCache], row: int, src: int, dst: int, n: int) -> None:
+        """Moves the keys and values of slots [src, src+n) of one row to [dst, dst+n), the keys re-rotated
+        by dst - src positions (rotations compose), as llama.cpp's KV shift for --cache-reuse. The moved
+        keys keep what they attended at their old place: close to, not equal to, a fresh prefill."""
+        delta = torch.full((1, n), dst - src, device=self.device)
+        tables = self._rope_tables(delta, torch.float32)
+        for i, kv in enumerate(cache):
+            keys = kv.k[row:row + 1, :, src:src + n].float()
+            cos, sin = tables[self._rope_key(i)]
+            kv.k[row:row + 1, :, dst:dst + n] = apply_rope(keys, cos, sin).to(kv.k.dtype)
+            kv.v[row:row + 1, :, dst:dst + n] = kv.v[row:row + 1, :, src:src + n].clone()
+
+    def _rope_key(self, layer: int) -> tuple[float, float]:
+        return self.config.rope_base(layer), self.config.rope_scale(layer)
+
+    def _rope_tables(self, positions: torch.Tensor, dtype: torch.dtype) -> dict[tuple[float, float], tuple]:
+        """cos/sin tables per distinct (RoPE base, position scale) of the layers, for (B, T) positions."""
+        tables = {}
+        for i in range(self.config.num_hidden_layers):
+            base, scale = key = self._rope_key(i)
+            if key not in tables:
+                pos = positions if scale == 1.0 else positions.float() / scale
+                tables[key] = rope_cos_sin(pos, self.config.head_dim, base, dtype)
+        return tables
 
     def output(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm and the tied output head, float32 logits, Gemma 2's final soft-cap if configured."""
@@ -238,7 +335,7 @@ class GemmaForCausalLM(nn.Module):
         if self.decode_head is not None and self.decode_head.applies(x):
             logits = self.decode_head(x).float()
         else:
-            logits = F.linear(x, self.model.embed_tokens.weight).float()
+            logits = linear(x, self.model.embed_tokens.weight).float()
         cap = self.config.final_logit_softcapping
         return torch.tanh(logits / cap) * cap if cap else logits
 

@@ -13,9 +13,9 @@ Applied from outside the model (the loader swaps modules), so model.py stays one
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .model import linear
 from .weights.quants import AFFINE, KERNELS, affine_groups, dequantize_blocks
 
 DECODE_ROWS = 4  # beyond this many rows the dense bf16 GEMM is faster than the int4 kernel
@@ -44,7 +44,7 @@ class QuantizedLinear(nn.Module):
         return values.reshape(self.out_features, self.in_features).to(self.compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight)
+        return linear(x, self.weight)
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, {self.type_name}"
@@ -89,19 +89,25 @@ class Int4Planes(nn.Module):
         self._source, self._version = [source], source._version
 
     def applies(self, x: torch.Tensor) -> bool:
-        """Decoding-sized bf16 CPU inputs outside autograd (the kernel has no backward), planes current."""
-        return (x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.is_grad_enabled()
-                and x.numel() <= DECODE_ROWS * x.shape[-1]
+        """Decoding-sized bf16 CPU inputs outside autograd (the kernel has no backward), planes current:
+        up to DECODE_ROWS rows, or one token for each of any number of sequences (B, 1, D)."""
+        decoding = x.numel() <= DECODE_ROWS * x.shape[-1] or (x.dim() == 3 and x.shape[1] == 1)
+        return (x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.is_grad_enabled() and decoding
                 and bool(self._source) and self._source[0]._version == self._version)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """DECODE_ROWS rows at a time: a row's result never depends on how many others share its batch."""
         x2 = x.reshape(-1, x.shape[-1])
-        y = None
-        for i in range(self.n_planes):
-            part = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, getattr(self, f"packed{i}"), GROUP,
-                                                                getattr(self, f"scales_zeros{i}"))
-            y = part if y is None else y + part
-        return y.reshape(*x.shape[:-1], self.out_features)
+        out = []
+        for first in range(0, x2.shape[0], DECODE_ROWS):
+            rows = x2[first:first + DECODE_ROWS]
+            y = None
+            for i in range(self.n_planes):
+                part = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, getattr(self, f"packed{i}"), GROUP,
+                                                                    getattr(self, f"scales_zeros{i}"))
+                y = part if y is None else y + part
+            out.append(y)
+        return (out[0] if len(out) == 1 else torch.cat(out)).reshape(*x.shape[:-1], self.out_features)
 
 
 class Int4DecodeLinear(nn.Linear):
@@ -113,7 +119,7 @@ class Int4DecodeLinear(nn.Linear):
         self.int4 = planes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.int4(x) if self.int4.applies(x) else F.linear(x, self.weight)
+        return self.int4(x) if self.int4.applies(x) else linear(x, self.weight)
 
 
 def int4_planes(raw: torch.Tensor, type_name: str, out_features: int, in_features: int) -> Int4Planes | None:
@@ -164,8 +170,8 @@ def install_int4(model: nn.Module, name: str, raw: torch.Tensor, type_name: str)
     if head:
         weight = model.model.embed_tokens.weight
     else:
-        parent, attr, linear = _linear(model, name)
-        weight = linear.weight
+        parent, attr, dense = _linear(model, name)
+        weight = dense.weight
     planes = int4_planes(raw, type_name, weight.shape[0], weight.shape[1])
     if planes is None:
         return False

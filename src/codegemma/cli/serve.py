@@ -16,13 +16,19 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every route but /health")
     p.add_argument("--ctx", type=int, default=4096, help="context window in tokens (capped by the model's)")
+    p.add_argument("--parallel", "-np", type=int, default=4,
+                   help="sequences decoded together in one pass (llama.cpp's -np; default 4); each holds a cache "
+                        "row of --ctx tokens")
     p.add_argument("--queue", type=int, default=512,
-                   help="requests waiting at once (one generates at a time); more get 503 (default 512, as Ollama)")
+                   help="requests waiting at once beyond those decoding; more get 503 (default 512, as Ollama)")
     p.add_argument("--name", default=None, help="model name reported to clients (default: the file's name)")
     p.add_argument("--no-prefix-cache", action="store_true", help="always prefill the whole prompt")
     p.add_argument("--cache-ram", type=int, default=1024, metavar="MIB",
                    help="MiB of KV snapshots of earlier prompts kept in RAM, so switching back to a file is "
                         "warm (default 1024; 0 = off)")
+    p.add_argument("--cache-reuse", type=int, default=0, metavar="N",
+                   help="shift cached chunks of at least N tokens that moved in the prompt into place, keys "
+                        "re-rotated, instead of prefilling them again (llama.cpp's --cache-reuse; default 0 = off)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,12 +42,16 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--cache-ram must be >= 0 MiB, got {args.cache_ram}")
     if args.ctx < 16 or args.queue < 1:
         raise CliError(f"--ctx must be >= 16 and --queue >= 1 (got --ctx {args.ctx}, --queue {args.queue})")
+    if not 1 <= args.parallel <= 64 or args.cache_reuse < 0:
+        raise CliError(f"--parallel must be in 1..64 and --cache-reuse >= 0 (got {args.parallel}, {args.cache_reuse})")
     cg = load_model(args)
-    app = create_app(cg, name=args.name, ctx=args.ctx, queue=args.queue, api_key=args.api_key,
-                     prefix_cache=not args.no_prefix_cache, cache_ram=args.cache_ram << 20)
+    app = create_app(cg, name=args.name, ctx=args.ctx, queue=args.queue, parallel=args.parallel, api_key=args.api_key,
+                     prefix_cache=not args.no_prefix_cache, cache_ram=args.cache_ram << 20,
+                     cache_reuse=args.cache_reuse)
     fim = "native" if cg.fim_native else "fallback: left to right"
     ctx = min(args.ctx, cg.config.max_position_embeddings)
-    print(f"codegemma: serving {args.name or cg.name} on http://{args.host}:{args.port} (FIM {fim}; context {ctx})",
+    print(f"codegemma: serving {args.name or cg.name} on http://{args.host}:{args.port} (FIM {fim}; context {ctx}; "
+          f"{args.parallel} parallel)",
           file=sys.stderr, flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -40,13 +40,11 @@ class Step:
 
 
 def decode_steps(model: GemmaForCausalLM, prompts: Sequence[Sequence[int]], settings: GenerationSettings,
-                 *, context: int | None = None, reuse: int | None = None) -> Iterator[Step]:
+                 *, context: int | None = None) -> Iterator[Step]:
     """Yields one Step per generated token; several prompts run as one left-padded batch.
 
     Stop tokens are reported (so callers can see them) but never counted as text by the text layer.
-    With `reuse` (one prompt only), the caller owns the KV cache attached to the model and its first
-    `reuse` slots already hold this prompt's first tokens: only the rest is prefilled, and the cache
-    is left in place afterwards (it then holds the prompt and every generated token but the last).
+    (The server's engine batches sequences of different lengths and ages instead: server/engine.py.)
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
@@ -64,21 +62,15 @@ def decode_steps(model: GemmaForCausalLM, prompts: Sequence[Sequence[int]], sett
     valid = torch.ones(B, longest + budget, dtype=torch.bool, device=device)
     valid[:, :longest] = torch.arange(longest, device=device)[None] >= pad
     positions = (torch.arange(longest, device=device)[None] - pad).clamp(min=0)
-    generator = _generator(settings.sampling.seed, device)
+    generator = seeded_generator(settings.sampling.seed, device)
     stop = set(settings.stop_ids)
     finished: list[str | None] = [None] * B
     penalised = settings.sampling.repetition_penalty != 1.0
     seen = ids.clone() if penalised else None  # only the repetition penalty needs the history
-    if reuse is not None:
-        if B != 1 or not 0 <= reuse < longest or model.cache_len < longest + budget:
-            raise ValueError("cache reuse needs one prompt, reuse < its length and a large enough attached cache")
     with torch.inference_mode():
-        if reuse is None:
-            model.setup_cache(B, longest + budget)
-        first = reuse or 0
+        model.setup_cache(B, longest + budget)
         try:
-            logits = model(ids[:, first:], start=first, positions=positions[:, first:],
-                           key_valid=valid[:, :longest])[:, -1]
+            logits = model(ids, positions=positions, key_valid=valid[:, :longest])[:, -1]
             for step in range(budget):
                 nxt = sample(logits, settings.sampling, seen=seen, generator=generator)
                 tokens = nxt.tolist()
@@ -99,11 +91,10 @@ def decode_steps(model: GemmaForCausalLM, prompts: Sequence[Sequence[int]], sett
                 pos = (slot - pad)  # (B, 1)
                 logits = model(nxt[:, None], start=slot, positions=pos, key_valid=valid[:, :slot + 1])[:, -1]
         finally:
-            if reuse is None:
-                model.clear_cache()
+            model.clear_cache()
 
 
-def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+def seeded_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
     if seed is None:
         return None
     gen = torch.Generator(device=device)

@@ -52,27 +52,42 @@ class TextEvent:
     finish_reason: str | None = None  # "stop" or "length" on the row's last event
 
 
+class RowText:
+    """One sequence's text as its tokens arrive: UTF-8 pieces joined safely, stop strings held back and cut.
+    Stop tokens and ids outside the vocabulary add no text."""
+
+    def __init__(self, tokenizer: Tokenizer, stop_ids: Sequence[int], stop_strings: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.stop_ids = set(stop_ids)
+        self.stream = Utf8Stream()
+        self.matcher = StopMatcher(stop_strings)
+
+    def push(self, token: int, finished: str | None) -> tuple[str, str | None]:
+        """The text `token` adds, and the finish reason: `finished` ("stop", "length" or None), or "stop"
+        once a stop string appears. A finished row's held-back text is flushed."""
+        tok = self.tokenizer
+        piece = b"" if token in self.stop_ids or token >= tok.vocab_size else tok.pieces[token]
+        text = self.matcher.push(self.stream.feed(piece))
+        if self.matcher.stopped:
+            return text, "stop"
+        if finished:
+            text += self.matcher.push(self.stream.flush()) + self.matcher.flush()
+        return text, finished
+
+
 def stream_text(model: GemmaForCausalLM, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]],
                 settings: GenerationSettings, stop_strings: Sequence[str] = (),
-                context: int | None = None, reuse: int | None = None) -> Iterator[TextEvent]:
+                context: int | None = None) -> Iterator[TextEvent]:
     """Text events per row; stop tokens and stop strings end a row and never appear in its text."""
-    streams = [Utf8Stream() for _ in prompts]
-    matchers = [StopMatcher(stop_strings) for _ in prompts]
-    stop_ids = set(settings.stop_ids)
+    rows = [RowText(tokenizer, settings.stop_ids, stop_strings) for _ in prompts]
     done = [False] * len(prompts)
-    for step in decode_steps(model, tokenizer_safe(prompts, tokenizer), settings, context=context, reuse=reuse):
+    for step in decode_steps(model, tokenizer_safe(prompts, tokenizer), settings, context=context):
         for row, token in enumerate(step.tokens):
             if token is None or done[row]:
                 continue
-            piece = b"" if token in stop_ids or token >= tokenizer.vocab_size else tokenizer.pieces[token]
-            text = matchers[row].push(streams[row].feed(piece))
-            if matchers[row].stopped:
-                step.finished[row] = "stop"
-            reason = step.finished[row]
-            if reason:
-                done[row] = True
-                if not matchers[row].stopped:
-                    text += matchers[row].push(streams[row].flush()) + matchers[row].flush()
+            text, reason = rows[row].push(token, step.finished[row])
+            step.finished[row] = reason
+            done[row] = reason is not None
             yield TextEvent(row, text, token, reason)
 
 

@@ -16,19 +16,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..api import CodeGemma
 from . import llamacpp, ollama, openai
-from .engine import CACHE_RAM, QUEUE_DEPTH
+from .engine import CACHE_RAM, PARALLEL, QUEUE_DEPTH
 from .guard import Guard
 from .service import ApiError, Server, error_body
 
 
 def create_app(cg: CodeGemma, *, name: str | None = None, ctx: int = 4096, queue: int = QUEUE_DEPTH,
-               api_key: str | None = None, max_body: int = 8 << 20, prefix_cache: bool = True,
-               cache_ram: int = CACHE_RAM) -> Guard:
+               parallel: int = PARALLEL, api_key: str | None = None, max_body: int = 8 << 20,
+               prefix_cache: bool = True, cache_ram: int = CACHE_RAM, cache_reuse: int = 0) -> Guard:
     """The ASGI app. `app.app.state.server` is the Server; the engine starts now and stops with the app.
-    cache_ram: bytes of KV snapshots of earlier prompts kept in RAM (0: only the live cache)."""
+    parallel: sequences decoded together (each a cache row of ctx tokens); cache_ram: bytes of KV snapshots
+    of earlier prompts kept in RAM (0: only the rows); cache_reuse: shortest moved chunk shifted into place
+    (0: off)."""
     ctx = min(ctx, cg.config.max_position_embeddings)
-    server = Server(cg, name=name or cg.name or "codegemma", ctx=ctx, queue_depth=queue, prefix_cache=prefix_cache,
-                    cache_ram=cache_ram)
+    server = Server(cg, name=name or cg.name or "codegemma", ctx=ctx, queue_depth=queue, parallel=parallel,
+                    prefix_cache=prefix_cache, cache_ram=cache_ram, cache_reuse=cache_reuse)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):

@@ -1,20 +1,29 @@
-"""The serving engine: one model, one worker thread, a priority queue, and a KV cache shared across requests.
+"""The serving engine: continuous batching over N cache rows, a priority queue, and prompt caching.
 
-Requests are served one at a time: interactive completions first, then chat, then background cache
-fills (llama.vscode's `n_predict: 0`), each in arrival order; a chat or a fill in progress pauses
-between two steps while interactive requests run, and resumes exactly. A newer interactive request from the
-same client supersedes its queued ones (an editor aborts the previous completion on each keystroke),
-and a request whose client went away gives its place back at once. The KV cache of the previous
-request stays attached, and the next request prefills only what follows their longest common token
-prefix (so a one-character edit does not re-read the whole file); prefill runs in chunks, and a
-cancelled request stops between chunks or before its next decoding step.
+One worker thread owns a KV cache of `parallel` rows (llama.cpp's slots, `-np`). Each loop it seats
+waiting requests in free rows, prefills one chunk of one prompt, and then decodes one token for every
+row that is generating, all rows in one forward pass (each with its own length, sampling settings and
+stop rules; a row's result is the one it gets alone). So a long chat never stalls completions, and a
+long prompt is read in chunks between decoding steps.
+
+Priorities: interactive completions first, then chat, then background cache fills (llama.vscode's
+`n_predict: 0`), each in arrival order. When every row is busy and an interactive request waits, the
+lowest-priority chat or fill is swapped out (its row copied aside) and resumes exactly later. A newer
+interactive request from the same client supersedes its queued ones (an editor aborts the previous
+completion on each keystroke) whether queued or running, and a request whose client went away gives its
+place back at once and stops before its next chunk or step.
+
+Prompt caching: a row keeps the tokens of its last request; a new request takes the free row sharing
+the longest prefix with it (or copies that prefix from a busy row, which is how `n` candidates share
+one prefill), or a RAM snapshot of an earlier prompt, and prefills only the rest. With `cache_reuse`
+(llama.cpp's --cache-reuse), chunks of the old prompt that moved forward in the new one are shifted
+into place with their keys re-rotated instead of being computed again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import heapq
 import itertools
 import logging
 import threading
@@ -26,13 +35,16 @@ import torch
 
 from ..api import CodeGemma, Options
 from ..errors import CodeGemmaError
+from ..generate import RowText, SamplingParams, sample, seeded_generator, tokenizer_safe
+from ..model import Rows
 from .prompt_cache import PromptCache, Snapshot, shared_prefix
 
 logger = logging.getLogger(__name__)
 
 INTERACTIVE, CHAT, BACKGROUND = 0, 1, 2  # job priorities: lower runs first
 QUEUE_DEPTH = 512  # requests admitted at once before 503, as Ollama's OLLAMA_MAX_QUEUE
-PREFILL_CHUNK = 256  # prompt tokens per prefill step; cancellation is checked between steps
+PARALLEL = 4  # sequences decoded together (llama.cpp's -np default)
+PREFILL_CHUNK = 256  # prompt tokens per prefill step; decoding and cancellation run between steps
 CACHE_RAM = 1 << 30  # bytes of KV snapshots of earlier prompts kept in RAM (llama.cpp's --cache-ram)
 
 
@@ -49,8 +61,12 @@ class Job:
     time_limit_ms: float = 0.0  # after this, stop at the next newline (llama.cpp's t_max_predict_ms); 0 = off
     priority: int = INTERACTIVE
     client: str | None = None  # interactive requests of one client supersede each other
+    leader: Job | None = None  # a candidate of the same prompt: seated once the leader's prompt is in
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    order: int = 0  # arrival, set by the engine
+    prefilled: bool = False  # the prompt is in the cache (set by the engine; followers wait for it)
+    ended: bool = False
 
     def emit(self, kind: str, value: Any) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
@@ -64,9 +80,7 @@ def supersedes(new: Job, old: Job) -> bool:
     about the same place (their prompts share at least half of the older one's tokens from the start)."""
     if new.client != old.client or new.priority != INTERACTIVE or old.priority != INTERACTIVE:
         return False
-    shared = next((i for i, (a, b) in enumerate(zip(new.prompt, old.prompt)) if a != b),
-                  min(len(new.prompt), len(old.prompt)))
-    return shared >= max(2, len(old.prompt) // 2)
+    return shared_prefix(new.prompt, old.prompt) >= max(2, len(old.prompt) // 2)
 
 
 @dataclass
@@ -77,8 +91,11 @@ class Stats:
     reused_tokens: int = 0
     prefilled_tokens: int = 0
     generated_tokens: int = 0
-    pauses: int = 0  # chats and cache fills paused for interactive requests
+    pauses: int = 0  # chats and cache fills swapped out for interactive requests
     snapshot_hits: int = 0  # requests that resumed from a RAM snapshot of an earlier prompt
+    shifted_tokens: int = 0  # prompt tokens moved into place by --cache-reuse instead of prefilled
+    decode_steps: int = 0  # forward passes that decoded at least one row
+    batched_tokens: int = 0  # tokens those passes decoded (/ decode_steps = mean batch)
 
 
 class IndentStop:
@@ -121,212 +138,402 @@ class IndentStop:
         return rest
 
 
-class Engine:
-    """Runs jobs on a worker thread, in priority order, over one attached KV cache."""
+@dataclass(eq=False)
+class Seq:
+    """A job seated in a cache row (or swapped out of one): its progress and decoding state."""
 
-    def __init__(self, cg: CodeGemma, *, ctx: int, queue_depth: int = QUEUE_DEPTH, prefix_cache: bool = True,
-                 prefill_chunk: int = PREFILL_CHUNK, cache_ram: int = CACHE_RAM) -> None:
+    job: Job
+    text: RowText
+    indent: IndentStop
+    budget: int  # tokens it may generate: its limit, capped at the room the window leaves
+    started: float
+    sampling: SamplingParams
+    generator: torch.Generator | None
+    seen: torch.Tensor | None  # prompt and generated ids, for the repetition penalty
+    row: int | None = None
+    reuse: int = 0  # prompt tokens found in the cache
+    tokens: list[int] = field(default_factory=list)  # what its row's slots hold, in order
+    generated: list[int] = field(default_factory=list)
+    next: int | None = None  # the token to feed at slot len(tokens); None while prefilling
+    first: float | None = None  # when the first token was chosen
+    saved: Snapshot | None = None  # its row's slots while swapped out
+
+    @property
+    def prefill_end(self) -> int:
+        """Prompt tokens that prefill writes: all but the last (the first decoding step feeds it), or all of
+        them for a cache fill."""
+        n = len(self.job.prompt)
+        return n - 1 if self.job.options.max_tokens else n
+
+
+class Engine:
+    """Runs jobs on a worker thread: `parallel` rows decoded together, the rest queued by priority."""
+
+    def __init__(self, cg: CodeGemma, *, ctx: int, queue_depth: int = QUEUE_DEPTH, parallel: int = PARALLEL,
+                 prefix_cache: bool = True, prefill_chunk: int = PREFILL_CHUNK, cache_ram: int = CACHE_RAM,
+                 cache_reuse: int = 0) -> None:
         self.cg = cg
         self.ctx = ctx
+        self.parallel = max(1, parallel)
         self.prefix_cache = prefix_cache
         self.capacity = max(1, queue_depth)
         self.prefill_chunk = max(1, prefill_chunk)
+        self.cache_reuse = max(0, cache_reuse)  # shortest chunk worth shifting; 0 = off
         self._lock = threading.Condition()
-        self._heap: list[tuple[int, int, Job]] = []
+        self._queue: list[Job] = []  # waiting, in arrival order; picked by (priority, order)
         self._order = itertools.count()
         self._live: set[Job] = set()  # admitted, neither finished nor cancelled
         self._closed = False
-        self.cached: list[int] = []  # the tokens whose K/V sit in the model's cache, slot by slot
-        self._cache = None  # the cache this engine attached to the model (anyone else's is never trusted)
+        self.kv = cg.model.make_cache(self.parallel, ctx, empty=True)  # never attached to the model
+        self.rows: list[list[int]] = [[] for _ in range(self.parallel)]  # tokens each row's slots hold
+        self.owner: list[Seq | None] = [None] * self.parallel
+        self._used = [0.0] * self.parallel  # when each row was last seated, for least-recently-used choice
+        self.paused: list[Seq] = []  # swapped out for interactive requests
         self.snapshots = PromptCache(cache_ram) if prefix_cache and cache_ram > 0 else None
         self.stats = Stats()
         self.recent: collections.deque[list[int]] = collections.deque(maxlen=16)  # prompt ids, newest last
-        self.busy = False
         self._thread = threading.Thread(target=self._work, name="codegemma-engine", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job) -> None:
-        """Queues a job; a cancelled job's place is free at once. Raises QueueFull when really overloaded."""
+    # Called from the server's threads.
+    def submit(self, *jobs: Job) -> None:
+        """Queues jobs (candidates of one prompt come together); a cancelled job's place is free at once.
+        Raises QueueFull, and queues none, when really overloaded."""
         with self._lock:
             self._live = {j for j in self._live if not j.cancelled.is_set()}
-            if len(self._live) >= self.capacity:
+            if len(self._live) + len(jobs) > self.capacity:
                 raise QueueFull(f"the server is busy ({self.capacity} requests waiting); try again")
-            if job.client is not None and job.priority == INTERACTIVE:
-                for _, _, old in self._heap:
-                    if not old.cancelled.is_set() and supersedes(job, old):
-                        old.cancel()
-                        self.stats.superseded += 1
-            self.recent.append(job.prompt)
-            self._live.add(job)
-            heapq.heappush(self._heap, (job.priority, next(self._order), job))
+            for job in jobs:
+                if job.client is not None and job.priority == INTERACTIVE:
+                    for old in self._queue + [s.job for s in self.owner if s is not None]:
+                        if not old.cancelled.is_set() and supersedes(job, old):
+                            old.cancel()
+                            self.stats.superseded += 1
+                job.order = next(self._order)
+                self._live.add(job)
+                self._queue.append(job)
+            self.recent.append(jobs[0].prompt)
             self._lock.notify()
 
     @property
     def waiting(self) -> int:
-        """Jobs queued and not cancelled."""
+        """Jobs queued (or swapped out) and not cancelled."""
         with self._lock:
-            return sum(not j.cancelled.is_set() for _, _, j in self._heap)
+            return sum(not j.cancelled.is_set() for j in self._queue) + len(self.paused)
+
+    @property
+    def busy(self) -> bool:
+        return any(s is not None for s in self.owner)
+
+    def slots(self) -> list[dict]:
+        """Each row as llama.cpp's /slots shows a slot."""
+        return [{"id": r, "n_ctx": self.ctx, "is_processing": s is not None, "n_cached": len(self.rows[r]),
+                 "priority": None if s is None else s.job.priority} for r, s in enumerate(self.owner)]
 
     def close(self) -> None:
-        """Stops the worker and detaches the KV cache it attached (the model can then be used elsewhere)."""
+        """Stops the worker; every job still queued or running ends as cancelled."""
         with self._lock:
             self._closed = True
-            for _, _, job in self._heap:
+            for job in self._queue:
                 job.cancel()
             self._lock.notify()
         self._thread.join(timeout=5)
-        if self._cache is not None and self._attached() is self._cache:
-            self.cg.model.clear_cache()
-        self._cache, self.cached = None, []
 
-    def _next(self) -> Job | None:
-        with self._lock:
-            while not self._heap and not self._closed:
-                self._lock.wait()
-            return heapq.heappop(self._heap)[2] if self._heap else None
-
+    # The worker.
     def _work(self) -> None:
         torch.set_grad_enabled(False)
-        while (job := self._next()) is not None:
-            self.busy = True
-            self._run_one(job)
-            self.busy = False
+        while self._wait_for_work():
+            try:
+                self._drop_cancelled()
+                self._admit()
+                if self._prefill_step():
+                    self._start_ready()
+                    self._admit()  # candidates waiting for this prompt join its first decoding step
+                self._start_ready()
+                self._decode_step()
+            except Exception:  # a bug of the engine itself: report it, keep serving
+                logger.exception("engine step failed")
+        self._drop_cancelled()
+        for seq in [s for s in self.owner if s is not None] + self.paused:
+            seq.job.cancel()
+            self._finish(seq, "cancelled")
 
-    def _run_one(self, job: Job) -> None:
+    def _wait_for_work(self) -> bool:
+        with self._lock:
+            while not self._closed and not self._queue and not self.paused and not self.busy:
+                self._lock.wait()
+            return not self._closed
+
+    def _drop_cancelled(self) -> None:
+        """Cancelled jobs leave: queued ones answer at once, seated ones free their row (keeping what it holds)."""
+        with self._lock:
+            queued = list(self._queue)
+        for job in [s.job for s in self.owner if s is not None] + [s.job for s in self.paused] + queued:
+            if job.leader is not None and job.leader.cancelled.is_set():
+                job.cancel()  # candidates go with the first
+        with self._lock:
+            gone = [j for j in self._queue if j.cancelled.is_set()]
+            self._queue = [j for j in self._queue if not j.cancelled.is_set()]
+        for job in gone:
+            self.stats.requests += 1
+            self.stats.cancelled += 1
+            self._emit_done(job, self._summary(job, "cancelled", 0, time.perf_counter(), 0))
+        for seq in [s for s in self.owner if s is not None] + self.paused:
+            if seq.job.cancelled.is_set():
+                self._finish(seq, "cancelled")
+
+    def _next_waiting(self) -> Job | Seq | None:
+        """The waiting job or swapped-out sequence to seat next: by priority, then arrival. A candidate
+        waits until its leader's prompt is in the cache, so all candidates share one prefill."""
+        with self._lock:
+            ready = [j for j in self._queue
+                     if j.leader is None or j.leader.prefilled or j.leader.ended or j.leader.cancelled.is_set()]
+        options: list[Job | Seq] = ready + self.paused
+        return min(options, key=lambda x: (_job(x).priority, _job(x).order), default=None)
+
+    def _admit(self) -> None:
+        while (item := self._next_waiting()) is not None:
+            row = self._free_row(_job(item).prompt)
+            if row is None and _job(item).priority == INTERACTIVE:
+                row = self._swap_out_for_interactive()
+            if row is None:
+                return
+            if isinstance(item, Seq):
+                self.paused.remove(item)
+                self._resume(item, row)
+            else:
+                with self._lock:
+                    self._queue.remove(item)
+                self._seat(item, row)
+
+    def _free_row(self, prompt: list[int]) -> int | None:
+        """The free row sharing the longest prefix with `prompt`, else the least recently used one."""
+        free = [r for r, s in enumerate(self.owner) if s is None]
+        if not free:
+            return None
+        return max(free, key=lambda r: (shared_prefix(self.rows[r], prompt), -self._used[r]))
+
+    def _swap_out_for_interactive(self) -> int | None:
+        """Copies the lowest-priority, newest chat or cache fill out of its row, which it gives up."""
+        victims = [s for s in self.owner if s is not None and s.job.priority != INTERACTIVE]
+        if not victims:
+            return None
+        seq = max(victims, key=lambda s: (s.job.priority, s.job.order))
+        row = seq.row
+        seq.saved = self._copy_row(row, len(seq.tokens))
+        self.owner[row], seq.row = None, None
+        self.paused.append(seq)
+        self.stats.pauses += 1
+        return row
+
+    def _resume(self, seq: Seq, row: int) -> None:
+        self._save_row(row, seq.tokens)
+        self._put_row(row, seq.saved)
+        seq.saved, seq.row = None, row
+        self.owner[row], self.rows[row], self._used[row] = seq, list(seq.tokens), time.perf_counter()
+
+    def _seat(self, job: Job, row: int) -> None:
+        self.stats.requests += 1
+        started = time.perf_counter()
+        opts = job.options
+        settings = self.cg.settings(opts)
         try:
-            self._run(job)
-        except Exception as exc:  # reported to the client; the worker lives on
-            logger.exception("generation failed (prompt of %d tokens)", len(job.prompt))
-            self.cached = []
+            tokenizer_safe([job.prompt], self.cg.tokenizer)
+            if not 0 < len(job.prompt) <= self.ctx:
+                raise ValueError(f"the prompt has {len(job.prompt)} tokens; the context window is {self.ctx}")
+        except ValueError as exc:
+            self._fail([job], exc)
+            return
+        penalised = opts.repetition_penalty != 1.0
+        seq = Seq(job, RowText(self.cg.tokenizer, settings.stop_ids, opts.stop), IndentStop(job.n_indent),
+                  budget=min(opts.max_tokens, self.ctx - len(job.prompt)), started=started,
+                  sampling=settings.sampling, generator=seeded_generator(opts.seed, self.cg.device),
+                  seen=torch.tensor([job.prompt], device=self.cg.device) if penalised else None, row=row)
+        self.owner[row], self._used[row] = seq, started
+        seq.reuse = self._prepare_row(row, job.prompt, seq.prefill_end) if self.prefix_cache else 0
+        seq.tokens = self.rows[row] = list(job.prompt[:seq.reuse])
+        self.stats.reused_tokens += seq.reuse
+
+    # Prompt caching.
+    def _prepare_row(self, row: int, prompt: list[int], limit: int) -> int:
+        """Puts the longest cached prefix of `prompt` into `row` (from the row itself, another row, or a RAM
+        snapshot; then chunks shifted into place with cache_reuse); returns how many tokens it holds, at
+        most `limit`."""
+        n = shared_prefix(self.rows[row], prompt)
+        source = max((r for r in range(self.parallel) if r != row),
+                     key=lambda r: shared_prefix(self.rows[r], prompt), default=None)
+        from_row = 0 if source is None else shared_prefix(self.rows[source], prompt)  # busy rows only append
+        found = self.snapshots.best(prompt) if self.snapshots is not None else None
+        if max(from_row, found[2] if found else 0) > n:
+            self._save_row(row, prompt)
+            if found is not None and found[2] >= from_row:
+                tokens, snapshot, n = found
+                self._put_row(row, snapshot)
+                self.rows[row] = tokens
+                self.stats.snapshot_hits += 1
+            else:
+                n = from_row
+                self._copy_between(source, row, n)
+                self.rows[row] = prompt[:n]
+        elif n < len(self.rows[row]) // 2:
+            self._save_row(row, prompt)
+        n = min(n, limit)
+        if self.cache_reuse:
+            n = self._shift_chunks(row, prompt, n, limit)
+        return n
+
+    def _shift_chunks(self, row: int, prompt: list[int], n: int, limit: int) -> int:
+        """llama.cpp's cache reuse: past the shared prefix, each run of at least cache_reuse tokens that the
+        row holds further on and the prompt wants here is moved into place (keys re-rotated)."""
+        cached = self.rows[row]
+        head_c = head_p = n
+        while head_c < len(cached) and head_p < limit:
+            m = 0
+            while head_c + m < len(cached) and head_p + m < limit and cached[head_c + m] == prompt[head_p + m]:
+                m += 1
+            if m >= self.cache_reuse:
+                if head_c != head_p:
+                    self.cg.model.move_slots(self.kv, row, head_c, head_p, m)
+                self.stats.shifted_tokens += m
+                head_c, head_p = head_c + m, head_p + m
+            else:
+                head_c += 1
+        self.rows[row] = prompt[:head_p]
+        return head_p
+
+    def _save_row(self, row: int, prompt: list[int]) -> None:
+        """Before a row is overwritten by a prompt that keeps less than half of it, its slots go to RAM."""
+        held = self.rows[row]
+        if self.snapshots is not None and held and shared_prefix(held, prompt) < len(held) // 2:
+            self.snapshots.put(list(held), self._copy_row(row, len(held)))
+
+    def _copy_row(self, row: int, n: int) -> Snapshot:
+        return [(kv.k[row:row + 1, :, :n].clone(), kv.v[row:row + 1, :, :n].clone()) for kv in self.kv]
+
+    def _put_row(self, row: int, snapshot: Snapshot) -> None:
+        for kv, (k, v) in zip(self.kv, snapshot):
+            kv.k[row:row + 1, :, :k.shape[2]] = k
+            kv.v[row:row + 1, :, :v.shape[2]] = v
+
+    def _copy_between(self, src: int, dst: int, n: int) -> None:
+        for kv in self.kv:
+            kv.k[dst, :, :n] = kv.k[src, :, :n]
+            kv.v[dst, :, :n] = kv.v[src, :, :n]
+
+    # Steps.
+    def _prefill_step(self) -> bool:
+        """One chunk of the most urgent prompt still being read; True when that prompt is now all in."""
+        waiting = [s for s in self.owner if s is not None and s.next is None and len(s.tokens) < s.prefill_end]
+        if not waiting:
+            return False
+        seq = min(waiting, key=lambda s: (s.job.priority, s.job.order))
+        pos = len(seq.tokens)
+        stop = min(pos + self.prefill_chunk, seq.prefill_end)
+        try:
+            ids = torch.tensor([seq.job.prompt[pos:stop]], device=self.cg.device)
+            with torch.inference_mode():
+                self.cg.model(ids, start=pos, last=0, cache=self.kv, row=seq.row)
+        except Exception as exc:
+            self._fail([seq], exc)
+            return False
+        self.stats.prefilled_tokens += stop - pos
+        seq.tokens = self.rows[seq.row] = list(seq.job.prompt[:stop])
+        return stop == seq.prefill_end
+
+    def _start_ready(self) -> None:
+        """Rows whose prompt is all in the cache start decoding (a cache fill is done then)."""
+        for seq in [s for s in self.owner if s is not None and s.next is None and len(s.tokens) >= s.prefill_end]:
+            seq.job.prefilled = True
+            if seq.job.options.max_tokens == 0 or seq.budget == 0:  # a cache fill, or no room left
+                self._finish(seq, "length")
+            else:
+                seq.next = seq.job.prompt[-1]
+
+    def _decode_step(self) -> None:
+        """One token for every generating row, in one forward pass."""
+        seqs = [s for s in self.owner if s is not None and s.next is not None]
+        if not seqs:
+            return
+        rows = Rows(tuple(s.row for s in seqs), tuple(len(s.tokens) for s in seqs))
+        try:
+            with torch.inference_mode():
+                logits = self.cg.model.decode_rows([s.next for s in seqs], rows, self.kv)
+        except Exception as exc:
+            self._fail(seqs, exc)
+            return
+        self.stats.decode_steps += 1
+        self.stats.batched_tokens += len(seqs)
+        for i, seq in enumerate(seqs):
+            seq.tokens.append(seq.next)
+            self.rows[seq.row] = seq.tokens
+            token = int(sample(logits[i:i + 1], seq.sampling, seen=seq.seen, generator=seq.generator)[0])
+            self._take(seq, token)
+
+    def _take(self, seq: Seq, token: int) -> None:
+        """A row's new token: its text, then whether it ends the row (stop token or string, limit, indent,
+        time limit) or is fed next."""
+        now = time.perf_counter()
+        seq.first = seq.first or now
+        seq.generated.append(token)
+        self.stats.generated_tokens += 1
+        reason = ("stop" if token in seq.text.stop_ids else
+                  "length" if len(seq.generated) >= seq.budget else None)
+        text, reason = seq.text.push(token, reason)
+        text = seq.indent.push(text)
+        if reason:
+            text += seq.indent.flush()
+        if seq.indent.stopped:
+            reason = "stop"
+        generating_ms = (now - seq.first) * 1000  # as llama.cpp: from the first token
+        if not reason and seq.job.time_limit_ms and generating_ms > seq.job.time_limit_ms and "\n" in text:
+            reason = "length"
+        if text:
+            seq.job.emit("text", text)
+        if reason:
+            self._finish(seq, reason)
+            return
+        seq.next = token
+        if seq.seen is not None:
+            seq.seen = torch.cat([seq.seen, torch.tensor([[token]], device=seq.seen.device)], dim=1)
+
+    def _finish(self, seq: Seq, reason: str) -> None:
+        """Ends a sequence; its row keeps the tokens its slots hold for the next request."""
+        if seq.row is not None:
+            self.owner[seq.row] = None
+            self.rows[seq.row] = list(seq.tokens)
+        if seq in self.paused:
+            self.paused.remove(seq)
+        if reason == "cancelled":
+            self.stats.cancelled += 1
+        self._emit_done(seq.job, self._summary(seq.job, reason, len(seq.generated), seq.started, seq.reuse,
+                                               seq.first))
+
+    def _fail(self, seqs: list[Seq] | list[Job], exc: Exception) -> None:
+        """A failure inside the engine: logged with its traceback, reported to each job it touched."""
+        logger.error("generation failed (%d sequence(s))", len(seqs), exc_info=exc)
+        for item in seqs:
+            job = _job(item)
+            if isinstance(item, Seq) and item.row is not None:
+                self.owner[item.row] = None
+                self.rows[item.row] = []  # what the row holds is unknown now
+            job.ended = True
             job.emit("error", str(exc))
-        finally:
             with self._lock:
                 self._live.discard(job)
 
-    def _interactive_waiting(self) -> bool:
+    def _emit_done(self, job: Job, summary: dict) -> None:
+        job.ended = True
+        job.emit("done", summary)
         with self._lock:
-            return any(j.priority == INTERACTIVE and not j.cancelled.is_set() for _, _, j in self._heap)
+            self._live.discard(job)
 
-    def _pop_interactive(self) -> Job | None:
-        with self._lock:
-            return heapq.heappop(self._heap)[2] if self._heap and self._heap[0][0] == INTERACTIVE else None
-
-    def _yield_to_interactive(self, slots: int) -> None:
-        """Pauses a chat or a cache fill between two steps so that completions never wait behind it: its
-        first `slots` cache slots are copied aside, the waiting interactive jobs run, and the copy is put
-        back, so the paused job resumes exactly where it was."""
-        saved, cached = self._copy_slots(slots), self.cached
-        while (other := self._pop_interactive()) is not None:
-            self._run_one(other)
-        self._put_slots(saved)
-        self.cached = cached[:slots]  # slots past the copy may hold the other jobs' tokens now
-        self.stats.pauses += 1
-
-    def _maybe_pause(self, job: Job, slots: int) -> None:
-        if job.priority != INTERACTIVE and self._interactive_waiting():
-            self._yield_to_interactive(slots)
-
-    def _attached(self):
-        return self.cg.model.model.layers[0].self_attn.cache
-
-    def _prepare_cache(self, prompt: list[int]) -> int:
-        """Attaches the shared cache if needed and returns how many prompt tokens it already holds: from
-        the live cache, or from a RAM snapshot of an earlier prompt if that one shares more."""
-        model = self.cg.model
-        if self._cache is None or self._attached() is not self._cache:  # not ours, or replaced since
-            model.setup_cache(1, self.ctx)
-            self._cache, self.cached = self._attached(), []
-        if not self.prefix_cache:
-            return 0
-        n = shared_prefix(self.cached, prompt)
-        if self.snapshots is not None:
-            found = self.snapshots.best(prompt)
-            if n < len(self.cached) // 2:  # moving away from the live prompt: keep it for later
-                self.snapshots.put(self.cached, self._copy_slots(len(self.cached)))
-            if found is not None and found[2] > n:
-                tokens, snapshot, n = found
-                self._put_slots(snapshot)
-                self.cached = tokens
-                self.stats.snapshot_hits += 1
-        return min(n, len(prompt) - 1)
-
-    def _copy_slots(self, n: int) -> Snapshot:
-        return [(b.self_attn.cache.k[:, :, :n].clone(), b.self_attn.cache.v[:, :, :n].clone())
-                for b in self.cg.model.model.layers]
-
-    def _put_slots(self, snapshot: Snapshot) -> None:
-        for b, (k, v) in zip(self.cg.model.model.layers, snapshot):
-            b.self_attn.cache.k[:, :, :k.shape[2]] = k
-            b.self_attn.cache.v[:, :, :v.shape[2]] = v
-
-    def _run(self, job: Job) -> None:
-        self.stats.requests += 1
-        started = time.perf_counter()
-        reuse = self._prepare_cache(job.prompt) if not job.cancelled.is_set() else 0
-        # all but the last prompt token now (the decoding loop feeds that one); a cache fill takes them all
-        filled = self._prefill(job, reuse, len(job.prompt) - (1 if job.options.max_tokens else 0))
-        self.stats.reused_tokens += reuse
-        self.stats.prefilled_tokens += filled - reuse
-        if job.cancelled.is_set():
-            self.stats.cancelled += 1
-            job.emit("done", self._summary(job, "cancelled", 0, started, reuse))
-            return
-        if job.options.max_tokens == 0:  # only fill the cache
-            job.emit("done", self._summary(job, "length", 0, started, reuse))
-            return
-        self.cached = list(job.prompt[:filled])  # until generation ends, only this much is certain
-        generated: list[int] = []
-        indent = IndentStop(job.n_indent)
-        reason = "length"
-        first: float | None = None  # when the first token came: prefill ends, generation starts
-        events = self.cg.stream_ids([job.prompt], job.options, context=self.ctx, reuse=filled)
-        try:
-            for ev in events:
-                first = first or time.perf_counter()
-                if job.cancelled.is_set():
-                    reason = "cancelled"
-                    self.stats.cancelled += 1
-                    break
-                generated.append(ev.token)
-                text = indent.push(ev.text)
-                if ev.finish_reason:
-                    reason = ev.finish_reason
-                    text += indent.flush()
-                if text:
-                    job.emit("text", text)
-                if indent.stopped:
-                    reason = "stop"
-                    break
-                generating_ms = (time.perf_counter() - first) * 1000  # as llama.cpp: from the first token
-                if job.time_limit_ms and generating_ms > job.time_limit_ms and "\n" in text:
-                    reason = "length"
-                    break
-                if ev.finish_reason:
-                    break
-                self._maybe_pause(job, len(job.prompt) + len(generated) - 1)  # the last token is not in yet
-        finally:
-            events.close()
-        self.cached = list(job.prompt) + generated[:-1]
-        self.stats.generated_tokens += len(generated)
-        job.emit("done", self._summary(job, reason, len(generated), started, reuse, first))
-
-    def _prefill(self, job: Job, start: int, end: int) -> int:
-        """Prompt tokens [start, end) into the cache, PREFILL_CHUNK at a time; stops early if the job is
-        cancelled. Returns how far the cache now holds the prompt (kept for the next request)."""
-        pos = start
-        with torch.inference_mode():
-            while pos < end and not job.cancelled.is_set():
-                self._maybe_pause(job, pos)
-                stop = min(pos + self.prefill_chunk, end)
-                ids = torch.tensor([job.prompt[pos:stop]], device=self.cg.device)
-                self.cg.model(ids, start=pos, last=0)
-                pos = stop
-                self.cached = list(job.prompt[:pos])
-        return pos
-
-    def _summary(self, job: Job, reason: str, n: int, started: float, reuse: int,
-                 first: float | None = None) -> dict:
+    @staticmethod
+    def _summary(job: Job, reason: str, n: int, started: float, reuse: int, first: float | None = None) -> dict:
         """What a response reports; prompt_seconds is the prefill (until the first token)."""
         end = time.perf_counter()
         return {"finish_reason": reason, "prompt_tokens": len(job.prompt), "completion_tokens": n,
                 "cached_tokens": reuse, "seconds": end - started, "prompt_seconds": (first or end) - started}
+
+
+def _job(item: Job | Seq) -> Job:
+    return item.job if isinstance(item, Seq) else item

@@ -83,16 +83,15 @@ async def completion(body: S.LlamaCompletionRequest, request: Request, server: S
 @router.get("/props")
 async def props(server: Server = Depends(get_server)) -> dict:
     defaults = server.options(server.limit(-1, 1, -1))
-    return {"default_generation_settings": _generation_settings(server, defaults), "total_slots": 1,
+    return {"default_generation_settings": _generation_settings(server, defaults),
+            "total_slots": server.engine.parallel,
             "model_path": server.name, "build_info": f"codegemma {__version__}",
             "modalities": {"vision": False, "audio": False}}
 
 
 @router.get("/slots")
 async def slots(server: Server = Depends(get_server)) -> list[dict]:
-    engine = server.engine
-    return [{"id": 0, "n_ctx": server.ctx, "is_processing": engine.busy, "n_cached": len(engine.cached),
-             "waiting": engine.waiting}]
+    return server.engine.slots()
 
 
 @router.get("/metrics")
@@ -104,7 +103,8 @@ async def metrics(server: Server = Depends(get_server)) -> PlainTextResponse:
             ("prompt_tokens_cached_total", "counter", "Prompt tokens reused from the cache.", stats.reused_tokens),
             ("requests_total", "counter", "Requests run.", stats.requests),
             ("requests_cancelled_total", "counter", "Requests cancelled or superseded.", stats.cancelled),
-            ("requests_processing", "gauge", "Requests being processed.", int(engine.busy)),
+            ("requests_processing", "gauge", "Requests being processed.",
+             sum(s["is_processing"] for s in engine.slots())),
             ("requests_deferred", "gauge", "Requests waiting.", engine.waiting)]
     lines = []
     for name, kind, help_, value in rows:

@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from ..api import CodeGemma, Options
 from ..errors import CodeGemmaError
 from ..prompts import FimPrompt, FimRequest, PromptError, build_fim, chat_prompt, chat_stop_ids, encode_prompt
-from .engine import CACHE_RAM, INTERACTIVE, QUEUE_DEPTH, Engine, Job, QueueFull
+from .engine import CACHE_RAM, INTERACTIVE, PARALLEL, QUEUE_DEPTH, Engine, Job, QueueFull
 
 ALIAS = "codegemma"  # listed beside the served name: the model name editors' settings use
 DISCONNECT_POLL = 0.05  # seconds between checks that the client is still there
@@ -42,9 +42,11 @@ class Server:
     """The state every route reaches: one model and one Engine; generation runs on the engine's thread."""
 
     def __init__(self, cg: CodeGemma, *, name: str, ctx: int, queue_depth: int = QUEUE_DEPTH,
-                 prefix_cache: bool = True, cache_ram: int = CACHE_RAM) -> None:
+                 parallel: int = PARALLEL, prefix_cache: bool = True, cache_ram: int = CACHE_RAM,
+                 cache_reuse: int = 0) -> None:
         self.cg, self.name, self.ctx = cg, name, ctx
-        self.engine = Engine(cg, ctx=ctx, queue_depth=queue_depth, prefix_cache=prefix_cache, cache_ram=cache_ram)
+        self.engine = Engine(cg, ctx=ctx, queue_depth=queue_depth, parallel=parallel, prefix_cache=prefix_cache,
+                             cache_ram=cache_ram, cache_reuse=cache_reuse)
         self.created = int(time.time())
 
     @property
@@ -114,13 +116,23 @@ class Server:
     def start(self, ids: list[int], opts: Options, request: Request, *, priority: int = INTERACTIVE,
               n_indent: int = 0, time_limit_ms: float = 0.0) -> Job:
         """Queues a job. Interactive jobs of one client (address, user agent, route) supersede each other."""
-        job = Job(ids, opts, asyncio.get_running_loop(), n_indent=n_indent, time_limit_ms=time_limit_ms,
-                  priority=priority, client=client_key(request))
+        return self.start_candidates(ids, lambda _: opts, 1, request, priority=priority, n_indent=n_indent,
+                                     time_limit_ms=time_limit_ms)[0]
+
+    def start_candidates(self, ids: list[int], make_options: Callable[[int], Options], n: int, request: Request, *,
+                         priority: int = INTERACTIVE, n_indent: int = 0, time_limit_ms: float = 0.0) -> list[Job]:
+        """Queues n jobs for one prompt, together: the first is prefilled, the others copy its cache rows and
+        decode beside it (candidate i gets make_options(i))."""
+        loop = asyncio.get_running_loop()
+        first = Job(ids, make_options(0), loop, n_indent=n_indent, time_limit_ms=time_limit_ms, priority=priority,
+                    client=client_key(request))
+        jobs = [first] + [Job(ids, make_options(i), loop, n_indent=n_indent, time_limit_ms=time_limit_ms,
+                              priority=priority, leader=first) for i in range(1, n)]
         try:
-            self.engine.submit(job)
+            self.engine.submit(*jobs)
         except QueueFull as exc:
             raise ApiError(503, str(exc), "server_busy") from exc
-        return job
+        return jobs
 
     async def events(self, job: Job, request: Request) -> AsyncIterator[tuple[str, Any]]:
         """The job's ("text", str) events then one ("done", summary); cancels it if the client leaves."""
@@ -156,16 +168,11 @@ class Server:
 
 async def candidates(server: Server, request: Request, ids: list[int], make_options: Callable[[int], Options], n: int,
                      **job_args: Any) -> list[tuple[Job, str, dict]]:
-    """n answers to one prompt, one after another, each reusing the prompt's cached prefill (candidate i
-    gets make_options(i)); stops early if the client leaves or a newer request supersedes one."""
-    out = []
-    for i in range(n):
-        job = server.start(ids, make_options(i), request, **job_args)
-        text, summary = await server.collect(job, request)
-        out.append((job, text, summary))
-        if summary["finish_reason"] == "cancelled" or await request.is_disconnected():
-            break
-    return out
+    """n answers to one prompt, decoded side by side after one shared prefill (candidate i gets
+    make_options(i)); if the client leaves or a newer request supersedes the first, all stop."""
+    jobs = server.start_candidates(ids, make_options, n, request, **job_args)
+    results = await asyncio.gather(*(server.collect(job, request) for job in jobs))
+    return [(job, text, summary) for job, (text, summary) in zip(jobs, results)]
 
 
 def client_key(request: Request) -> str:

@@ -15,7 +15,7 @@ LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := $(shell python3 scripts/llama_cpp_cmake_args.py)
 LLAMA_WHEELS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/codegemma/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell echo "$(LLAMA_CMAKE_ARGS)" | sha256sum | cut -c1-12)
 
-.PHONY: run test test-all lint bench install install-test llama-cpp clean
+.PHONY: run test test-all lint bench install install-test llama-cpp tabby-agent clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,15 +39,24 @@ llama-cpp: $(STAMP)
 	$(PIP) install -q $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 
 install: $(STAMP)
-install-test: $(TEST_STAMP)
+install-test: $(TEST_STAMP) tabby-agent
+
+# Tabby's own agent (npm tabby-agent), which tests/test_tabby.py drives against our server over LSP; its
+# test skips where npm cannot install it.
+TABBY_AGENT := 1.5.0
+NPM_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/codegemma/npm
+tabby-agent:
+	@test -f $(NPM_CACHE)/node_modules/tabby-agent/package.json || \
+		npm install -q --no-audit --no-fund --prefix $(NPM_CACHE) tabby-agent@$(TABBY_AGENT) >/dev/null 2>&1 || \
+		echo "tabby-agent: npm could not install tabby-agent@$(TABBY_AGENT); its test will skip"
 
 run: $(STAMP)
 	$(VENV)/bin/codegemma serve --model default --dtype bfloat16 --host 127.0.0.1 --port 8080
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) tabby-agent
 	$(PY) -m pytest -q
 
-test-all: $(TEST_STAMP)
+test-all: $(TEST_STAMP) tabby-agent
 	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: $(TEST_STAMP)

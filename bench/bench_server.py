@@ -169,7 +169,9 @@ def openai_throughput(url: str, clients: int, per_client: int = 3) -> float:
 
 def side_by_side(url: str) -> tuple[float, float, dict[int, float]]:
     """(cold TTFT, TTFT after a one-character edit, tokens/s per client count) over /v1/completions."""
-    prefix = editor_request(False)["input_prefix"]
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "difflib.py").read_text(encoding="utf-8")
+    prefix = text[:5600]  # a file neither server has seen: cold for both
+    openai_ttft(url, "import os\n")  # each server's first request pays its warm-up, not the measured one
     cold = openai_ttft(url, prefix)
     edited = openai_ttft(url, prefix[:-40] + "#" + prefix[-40:])
     return cold, edited, {c: openai_throughput(url, c) for c in (1, 4, 8)}

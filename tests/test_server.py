@@ -222,7 +222,10 @@ BAD = [
     ("POST", "/v1/completions", b'{"prompt": "x", "temperature": "hot"}', 400),
     ("POST", "/v1/completions", b'{"prompt": "x", "top_p": 7}', 400),
     ("POST", "/v1/completions", b'[1, 2, 3]', 400),
-    ("POST", "/v1/completions", b'{"language": "python", "segments": {"prefix": "a", "suffix": "b"}}', 400),
+    ("POST", "/v1/completions", b'{"language": "python", "segments": "def f():"}', 400),  # neither shape
+    ("POST", "/v1/completions", b'{"language": "python", "segments": {"prefix": 5}}', 400),  # Tabby's, wrong type
+    ("POST", "/v1/completions", b'{"segments": {"prefix": "a"}, "mode": "next_edit_suggestion"}', 400),
+    ("POST", "/v1/events", b'{"type": "like", "completion_id": "cmpl-1", "choice_index": 0}', 400),
     ("POST", "/v1/completions", b'{"prompt": "x", "max_tokens": 2000000}', 400),
     ("POST", "/v1/chat/completions", b'{"messages": []}', 400),
     ("POST", "/v1/chat/completions", b'{"messages": [{"role": "robot", "content": "x"}]}', 400),

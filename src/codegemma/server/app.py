@@ -1,12 +1,13 @@
-"""`codegemma serve`: an ASGI app speaking the OpenAI, Ollama and llama.cpp dialects that editors use.
+"""`codegemma serve`: an ASGI app speaking the OpenAI, Ollama, llama.cpp and Tabby dialects that editors use.
 
-One router per dialect (openai.py, ollama.py, llamacpp.py) over one shared Server (service.py), behind
+One router per dialect (openai.py, ollama.py, llamacpp.py, tabby.py) over one shared Server (service.py), behind
 the Guard middleware (guard.py); errors come back in each dialect's shape.
 """
 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..api import CodeGemma
-from . import llamacpp, ollama, openai
+from . import llamacpp, ollama, openai, tabby
 from .engine import CACHE_RAM, PARALLEL, QUEUE_DEPTH
 from .guard import Guard
 from .service import ApiError, Server, error_body
@@ -23,14 +24,17 @@ from .service import ApiError, Server, error_body
 
 def create_app(cg: CodeGemma, *, name: str | None = None, ctx: int = 4096, queue: int = QUEUE_DEPTH,
                parallel: int = PARALLEL, api_key: str | None = None, max_body: int = 8 << 20,
-               prefix_cache: bool = True, cache_ram: int = CACHE_RAM, cache_reuse: int = 0) -> Guard:
+               prefix_cache: bool = True, cache_ram: int = CACHE_RAM, cache_reuse: int = 0,
+               events_log: Path | None = None, engine_thread: bool = True) -> Guard:
     """The ASGI app. `app.app.state.server` is the Server; the engine starts now and stops with the app.
     parallel: sequences decoded together (each a cache row of ctx tokens); cache_ram: bytes of KV snapshots
     of earlier prompts kept in RAM (0: only the rows); cache_reuse: shortest moved chunk shifted into place
-    (0: off)."""
+    (0: off); events_log: the JSONL file Tabby completions and editor events are appended to (None: not kept);
+    engine_thread=False: the caller runs `app.app.state.server.engine.run()` on the thread that loaded the model."""
     ctx = min(ctx, cg.config.max_position_embeddings)
     server = Server(cg, name=name or cg.name or "codegemma", ctx=ctx, queue_depth=queue, parallel=parallel,
-                    prefix_cache=prefix_cache, cache_ram=cache_ram, cache_reuse=cache_reuse)
+                    prefix_cache=prefix_cache, cache_ram=cache_ram, cache_reuse=cache_reuse, events_log=events_log,
+                    engine_thread=engine_thread)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -41,7 +45,7 @@ def create_app(cg: CodeGemma, *, name: str | None = None, ctx: int = 4096, queue
                   description="OpenAI, Ollama and llama.cpp compatible completion server for CodeGemma models.")
     app.state.server = server
     _install_errors(app)
-    for router in (openai.router, ollama.router, llamacpp.router):
+    for router in (openai.router, ollama.router, llamacpp.router, tabby.router):
         app.include_router(router)
     return Guard(app, api_key=api_key, max_body=max_body)
 

@@ -1,4 +1,5 @@
-"""The OpenAI dialect: /v1/models, /v1/completions (with `suffix` for FIM) and /v1/chat/completions."""
+"""The OpenAI dialect: /v1/models, /v1/completions (with `suffix` for FIM; Tabby's body goes to tabby.py) and
+/v1/chat/completions."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from ..api import Options
 from ..prompts import FimRequest
 from . import schemas as S
+from . import tabby
 from .engine import CHAT, INTERACTIVE
 from .service import ApiError, Server, candidates, finish_reason, get_server, stream_response
 
@@ -23,7 +25,9 @@ async def models(server: Server = Depends(get_server)) -> dict:
 
 
 @router.post("/v1/completions")
-async def completions(body: S.CompletionRequest, request: Request, server: Server = Depends(get_server)):
+async def completions(body: S.AnyCompletionRequest, request: Request, server: Server = Depends(get_server)):
+    if isinstance(body, S.TabbyCompletionRequest):
+        return await tabby.complete(server, body, request)
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
     stop = server.stops(body.stop)
     if body.suffix is not None:  # FIM: prompt and suffix are code, never parsed for special tokens

@@ -1,4 +1,4 @@
-"""Request bodies of the three dialects (OpenAI, Ollama, llama.cpp), validated strictly where it matters.
+"""Request bodies of the dialects (OpenAI, Ollama, llama.cpp, Tabby), validated strictly where it matters.
 
 Unknown fields are accepted and ignored, since editor extensions send many; the ones we use are typed
 and bounded, so a wrong type or an absurd limit is a 4xx, never a 500.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictFloat, StrictInt, StrictStr, Tag
 
 MAX_TOKENS = 1 << 20  # finer limits come from the context window, checked per request
 Temperature = Annotated[StrictFloat | StrictInt, Field(ge=0, le=100)]
@@ -133,3 +133,60 @@ class LlamaCompletionRequest(LlamaCommon):
 
 
 Dialect = Literal["openai", "ollama", "llama"]
+
+
+class TabbySnippet(Lenient):
+    filepath: StrictStr
+    body: StrictStr
+    score: StrictFloat | StrictInt = 0.0
+
+
+class TabbySegments(Lenient):
+    """Tabby's completion context (tabby-openapi's Segments)."""
+
+    prefix: StrictStr
+    suffix: StrictStr | None = None
+    filepath: StrictStr | None = None
+    git_url: StrictStr | None = None
+    declarations: Annotated[list[TabbySnippet], Field(max_length=256)] | None = None
+    relevant_snippets_from_changed_files: Annotated[list[TabbySnippet], Field(max_length=256)] | None = None
+    relevant_snippets_from_recently_opened_files: Annotated[list[TabbySnippet], Field(max_length=256)] | None = None
+    clipboard: StrictStr | None = None
+
+
+class TabbyDebugOptions(Lenient):
+    raw_prompt: StrictStr | None = None
+    return_snippets: StrictBool = False
+    return_prompt: StrictBool = False
+    disable_retrieval_augmented_code_completion: StrictBool = False
+
+
+class TabbyCompletionRequest(Lenient):
+    """POST /v1/completions as Tabby's agent sends it: told from OpenAI's by its `segments` object."""
+
+    language: StrictStr | None = None
+    segments: TabbySegments | None = None
+    user: StrictStr | None = None
+    debug_options: TabbyDebugOptions | None = None
+    temperature: Temperature | None = None
+    seed: Annotated[StrictInt, Field(ge=0, lt=1 << 64)] | None = None
+    mode: StrictStr = "standard"
+
+
+class TabbyEvent(Lenient):
+    """POST /v1/events: the editor showed (view), accepted (select) or dismissed a completion."""
+
+    type: StrictStr
+    completion_id: StrictStr
+    choice_index: Annotated[StrictInt, Field(ge=0)] = 0
+    view_id: StrictStr | None = None
+    elapsed: Annotated[StrictInt, Field(ge=0)] | None = None
+
+
+def _completion_kind(body: object) -> str:
+    return "tabby" if isinstance(body, dict) and isinstance(body.get("segments"), dict) else "openai"
+
+
+# POST /v1/completions serves OpenAI's clients and Tabby's agent: a `segments` object means Tabby
+AnyCompletionRequest = Annotated[Annotated[CompletionRequest, Tag("openai")]
+                                 | Annotated[TabbyCompletionRequest, Tag("tabby")], Discriminator(_completion_kind)]

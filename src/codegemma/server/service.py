@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -17,6 +18,7 @@ from ..api import CodeGemma, Options
 from ..errors import CodeGemmaError
 from ..prompts import FimPrompt, FimRequest, PromptError, build_fim, chat_prompt, chat_stop_ids, encode_prompt
 from .engine import CACHE_RAM, INTERACTIVE, PARALLEL, QUEUE_DEPTH, Engine, Job, QueueFull
+from .events import EventLog
 
 ALIAS = "codegemma"  # listed beside the served name: the model name editors' settings use
 DISCONNECT_POLL = 0.05  # seconds between checks that the client is still there
@@ -43,11 +45,12 @@ class Server:
 
     def __init__(self, cg: CodeGemma, *, name: str, ctx: int, queue_depth: int = QUEUE_DEPTH,
                  parallel: int = PARALLEL, prefix_cache: bool = True, cache_ram: int = CACHE_RAM,
-                 cache_reuse: int = 0) -> None:
+                 cache_reuse: int = 0, events_log: Path | None = None, engine_thread: bool = True) -> None:
         self.cg, self.name, self.ctx = cg, name, ctx
         self.engine = Engine(cg, ctx=ctx, queue_depth=queue_depth, parallel=parallel, prefix_cache=prefix_cache,
-                             cache_ram=cache_ram, cache_reuse=cache_reuse)
+                             cache_ram=cache_ram, cache_reuse=cache_reuse, thread=engine_thread)
         self.created = int(time.time())
+        self.events_log = EventLog(events_log)  # Tabby completions and editor events (None: not kept)
 
     @property
     def names(self) -> list[str]:

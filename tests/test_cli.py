@@ -102,15 +102,15 @@ def test_the_command_set_is_frozen():
     model = ["--device", "--dtype", "--keep-quantized", "--model", "--no-int4-decode"]
     sampling = ["--max-tokens", "--min-p", "--repetition-penalty", "--seed", "--stop", "--temperature", "--top-k",
                 "--top-p"]
-    assert sorted(flags) == ["chat", "complete", "convert", "data", "eval", "generate", "info", "lsp", "serve", "stats",
-                             "train"]
+    assert sorted(flags) == ["chat", "complete", "convert", "data", "eval", "generate", "index", "info", "lsp", "serve",
+                             "stats", "train"]
     assert flags["generate"] == sorted(["--debug", "--help", "--parse-special", *model, *sampling])
     assert flags["complete"] == sorted(["--context", "--debug", "--help", "--mode", "--path", "--prefix", "--suffix",
                                         *model, *sampling])
     assert flags["chat"] == sorted(["--debug", "--help", "--message", "--system", *model, *sampling])
     assert flags["serve"] == sorted(["--api-key", "--cache-ram", "--cache-reuse", "--ctx", "--debug", "--help",
                                      "--events-log", "--host", "--name", "--no-prefix-cache", "--parallel", "--port",
-                                     "--queue", *model])
+                                     "--queue", "--repo", *model])
     assert flags["info"] == sorted(["--debug", "--help", *model])
 
 

@@ -122,18 +122,28 @@ class CodeGemma:
 
     # Fill-in-the-middle.
     def fim_ids(self, prefix: str, suffix: str = "", *, path: str | None = None, mode: str = "psm",
-                context: Sequence[ContextFile] = (), middle_start: str = "") -> FimPrompt:
-        """Prompt ids and stops for a completion between prefix and suffix (left to right without FIM tokens)."""
-        return build_fim(self.tokenizer, FimRequest(prefix, suffix, path, tuple(context), mode, middle_start))
+                context: Sequence[ContextFile] = (), middle_start: str = "",
+                repo: str | Path | None = None) -> FimPrompt:
+        """Prompt ids and stops for a completion between prefix and suffix (left to right without FIM tokens).
+        repo: a repository whose code most related to the cursor is added to the context (repo.py), farther
+        from the code than `context`."""
+        context = tuple(context)
+        if repo is not None:
+            from .repo import open_index
+
+            context = open_index(repo).related(prefix, suffix, path) + context
+        return build_fim(self.tokenizer, FimRequest(prefix, suffix, path, context, mode, middle_start))
 
     def complete(self, prefix: str, suffix: str = "", *, path: str | None = None, mode: str = "psm",
-                 context: Sequence[ContextFile] = (), **options: Any) -> str:
+                 context: Sequence[ContextFile] = (), repo: str | Path | None = None, **options: Any) -> str:
         """The FIM middle between prefix and suffix; never contains a sentinel."""
-        return "".join(self.stream_complete(prefix, suffix, path=path, mode=mode, context=context, **options))
+        return "".join(self.stream_complete(prefix, suffix, path=path, mode=mode, context=context, repo=repo,
+                                            **options))
 
     def stream_complete(self, prefix: str, suffix: str = "", *, path: str | None = None, mode: str = "psm",
-                        context: Sequence[ContextFile] = (), **options: Any) -> Iterator[str]:
-        fim = self.fim_ids(prefix, suffix, path=path, mode=mode, context=context)
+                        context: Sequence[ContextFile] = (), repo: str | Path | None = None,
+                        **options: Any) -> Iterator[str]:
+        fim = self.fim_ids(prefix, suffix, path=path, mode=mode, context=context, repo=repo)
         options.setdefault("max_tokens", 128)
         opts = Options(**options)
         opts = replace(opts, stop_ids=tuple(opts.stop_ids) + fim.stop_ids, stop=tuple(opts.stop) + fim.stop)

@@ -90,7 +90,8 @@ class ServerCompleter(Completer):
         return r.json()["content"]
 
 
-def build_server(completer: Completer) -> LanguageServer:
+def build_server(completer: Completer, repo=None) -> LanguageServer:
+    """repo: a repo.RepoIndex whose chunks most related to the cursor join the open documents as context."""
     server = LanguageServer("codegemma", __version__)
     edited: dict[str, int] = {}  # uri -> when last opened or changed (a counter)
     clock = itertools.count()
@@ -117,6 +118,10 @@ def build_server(completer: Completer) -> LanguageServer:
         root = ls.workspace.root_path
         others = sorted((u for u in edited if u != uri), key=edited.__getitem__)  # most recent last
         context = tuple(ContextFile(_path(u, root), ls.workspace.get_text_document(u).source) for u in others)
+        if repo is not None:  # farther from the code than the documents the editor has open
+            open_paths = {f.path for f in context} | {_path(uri, root)}
+            found = repo.related(doc.source[:offset], doc.source[offset:], _path(uri, root))
+            context = tuple(f for f in found if f.path not in open_paths) + context
         return FimRequest(doc.source[:offset], doc.source[offset:], path=_path(uri, root), context=context)
 
     async def newest(req: FimRequest) -> str | None:
@@ -176,10 +181,10 @@ def _path(uri: str, root: str | None) -> str:
     return path.as_posix()
 
 
-def serve_stdio(completer: Completer, engine_runs_here: bool) -> None:
+def serve_stdio(completer: Completer, engine_runs_here: bool, repo=None) -> None:
     """Speaks LSP on stdin/stdout until the editor exits. With an in-process engine started without its own
     thread, the engine keeps this (the loading) thread and LSP runs on another (see Engine.run)."""
-    server = build_server(completer)
+    server = build_server(completer, repo)
     if not engine_runs_here:
         try:
             server.start_io()

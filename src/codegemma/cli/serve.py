@@ -32,6 +32,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events-log", type=Path, default=None, metavar="PATH",
                    help="JSONL log of Tabby completions and editor events, for `codegemma stats` (default: "
                         "$XDG_STATE_HOME/codegemma/events.jsonl)")
+    p.add_argument("--repo", type=Path, default=None, metavar="REPO",
+                   help="a repository whose code most related to the cursor joins every completion's context "
+                        "(indexed at start, kept fresh)")
     p.add_argument("--cache-reuse", type=int, default=0, metavar="N",
                    help="shift cached chunks of at least N tokens that moved in the prompt into place, keys "
                         "re-rotated, instead of prefilling them again (llama.cpp's --cache-reuse; default 0 = off)")
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--ctx must be >= 16 and --queue >= 1 (got --ctx {args.ctx}, --queue {args.queue})")
     if not 1 <= args.parallel <= 64 or args.cache_reuse < 0:
         raise CliError(f"--parallel must be in 1..64 and --cache-reuse >= 0 (got {args.parallel}, {args.cache_reuse})")
+    if args.repo is not None and not args.repo.is_dir():
+        raise CliError(f"--repo {args.repo}: not a folder")
     try:  # bound before the model loads: a taken port is a one-line error at once
         sock = socket.create_server((args.host, args.port))
     except OSError as exc:
@@ -59,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(cg, name=args.name, ctx=args.ctx, queue=args.queue, parallel=args.parallel, api_key=args.api_key,
                      prefix_cache=not args.no_prefix_cache, cache_ram=args.cache_ram << 20,
                      cache_reuse=args.cache_reuse, events_log=args.events_log or default_events_path(),
-                     engine_thread=False)
+                     engine_thread=False, repo=args.repo)
     fim = "native" if cg.fim_native else "fallback: left to right"
     ctx = min(args.ctx, cg.config.max_position_embeddings)
     print(f"codegemma: serving {args.name or cg.name} on http://{args.host}:{args.port} (FIM {fim}; context {ctx}; "

@@ -25,16 +25,17 @@ from .service import ApiError, Server, error_body
 def create_app(cg: CodeGemma, *, name: str | None = None, ctx: int = 4096, queue: int = QUEUE_DEPTH,
                parallel: int = PARALLEL, api_key: str | None = None, max_body: int = 8 << 20,
                prefix_cache: bool = True, cache_ram: int = CACHE_RAM, cache_reuse: int = 0,
-               events_log: Path | None = None, engine_thread: bool = True) -> Guard:
+               events_log: Path | None = None, engine_thread: bool = True, repo: Path | None = None) -> Guard:
     """The ASGI app. `app.app.state.server` is the Server; the engine starts now and stops with the app.
     parallel: sequences decoded together (each a cache row of ctx tokens); cache_ram: bytes of KV snapshots
     of earlier prompts kept in RAM (0: only the rows); cache_reuse: shortest moved chunk shifted into place
     (0: off); events_log: the JSONL file Tabby completions and editor events are appended to (None: not kept);
-    engine_thread=False: the caller runs `app.app.state.server.engine.run()` on the thread that loaded the model."""
+    engine_thread=False: the caller runs `app.app.state.server.engine.run()` on the thread that loaded the model;
+    repo: a repository whose chunks most related to the cursor join every FIM prompt's context (repo.py)."""
     ctx = min(ctx, cg.config.max_position_embeddings)
     server = Server(cg, name=name or cg.name or "codegemma", ctx=ctx, queue_depth=queue, parallel=parallel,
                     prefix_cache=prefix_cache, cache_ram=cache_ram, cache_reuse=cache_reuse, events_log=events_log,
-                    engine_thread=engine_thread)
+                    engine_thread=engine_thread, repo=repo)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):

@@ -185,6 +185,7 @@ class Engine:
         self._order = itertools.count()
         self._live: set[Job] = set()  # admitted, neither finished nor cancelled
         self._closed = False
+        self.closed = threading.Event()  # set by close(), for helpers that live as long as the engine
         self.kv = cg.model.make_cache(self.parallel, ctx, empty=True)  # never attached to the model
         self.rows: list[list[int]] = [[] for _ in range(self.parallel)]  # tokens each row's slots hold
         self.owner: list[Seq | None] = [None] * self.parallel
@@ -234,6 +235,7 @@ class Engine:
 
     def close(self) -> None:
         """Stops the worker; every job still queued or running ends as cancelled."""
+        self.closed.set()
         with self._lock:
             self._closed = True
             for job in self._queue:

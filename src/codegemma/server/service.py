@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,11 @@ from ..prompts import FimPrompt, FimRequest, PromptError, build_fim, chat_prompt
 from .engine import CACHE_RAM, INTERACTIVE, PARALLEL, QUEUE_DEPTH, Engine, Job, QueueFull
 from .events import EventLog
 
+logger = logging.getLogger(__name__)
+
 ALIAS = "codegemma"  # listed beside the served name: the model name editors' settings use
 DISCONNECT_POLL = 0.05  # seconds between checks that the client is still there
+REPO_REFRESH = 10.0  # seconds between re-reads of a --repo's changed files
 FIM_RESERVE = 0.25  # share of the window a FIM prompt leaves for generation, whatever the request's limit
 
 
@@ -45,12 +51,20 @@ class Server:
 
     def __init__(self, cg: CodeGemma, *, name: str, ctx: int, queue_depth: int = QUEUE_DEPTH,
                  parallel: int = PARALLEL, prefix_cache: bool = True, cache_ram: int = CACHE_RAM,
-                 cache_reuse: int = 0, events_log: Path | None = None, engine_thread: bool = True) -> None:
+                 cache_reuse: int = 0, events_log: Path | None = None, engine_thread: bool = True,
+                 repo: Path | None = None) -> None:
         self.cg, self.name, self.ctx = cg, name, ctx
         self.engine = Engine(cg, ctx=ctx, queue_depth=queue_depth, parallel=parallel, prefix_cache=prefix_cache,
                              cache_ram=cache_ram, cache_reuse=cache_reuse, thread=engine_thread)
         self.created = int(time.time())
         self.events_log = EventLog(events_log)  # Tabby completions and editor events (None: not kept)
+        self.repo = None
+        if repo is not None:
+            from ..repo import RepoIndex
+
+            self.repo = RepoIndex(repo)
+            self.repo.refresh()
+            threading.Thread(target=self._keep_fresh, name="codegemma-repo-index", daemon=True).start()
 
     @property
     def names(self) -> list[str]:
@@ -110,10 +124,20 @@ class Server:
         """The request's ids, cut to leave FIM_RESERVE of the window for the tokens to generate: a fixed
         reserve, so that a background fill (n_predict 0) and the real request keep the same context
         files, and an editor's n_predict of 4096 still leaves the code nearest the cursor."""
+        if self.repo is not None:  # the repository's chunks most related to the cursor, farther than the editor's
+            req = replace(req, context=self.repo.related(req.prefix, req.suffix, req.path) + req.context)
         try:
             return build_fim(self.cg.tokenizer, req, budget=self.ctx - int(self.ctx * FIM_RESERVE))
         except PromptError as exc:
             raise ApiError(400, str(exc)) from exc
+
+    def _keep_fresh(self, interval: float = REPO_REFRESH) -> None:
+        """Re-reads the repository's changed files every `interval` seconds, off the request path."""
+        while not self.engine.closed.wait(interval):
+            try:
+                self.repo.refresh()
+            except Exception:  # a file system hiccup: try again next time
+                logger.exception("refreshing the repository index failed")
 
     # Running a job and reading its events.
     def start(self, ids: list[int], opts: Options, request: Request, *, priority: int = INTERACTIVE,

@@ -102,8 +102,8 @@ def test_the_command_set_is_frozen():
     model = ["--device", "--dtype", "--keep-quantized", "--model", "--no-int4-decode"]
     sampling = ["--max-tokens", "--min-p", "--repetition-penalty", "--seed", "--stop", "--temperature", "--top-k",
                 "--top-p"]
-    assert sorted(flags) == ["chat", "complete", "convert", "data", "eval", "generate", "index", "info", "lsp", "serve",
-                             "stats", "train"]
+    assert sorted(flags) == ["chat", "complete", "convert", "data", "eval", "explain", "fix", "generate", "index",
+                             "info", "learn", "lsp", "serve", "stats", "train"]
     assert flags["generate"] == sorted(["--debug", "--help", "--parse-special", *model, *sampling])
     assert flags["complete"] == sorted(["--context", "--debug", "--help", "--mode", "--path", "--prefix", "--suffix",
                                         *model, *sampling])
@@ -112,6 +112,9 @@ def test_the_command_set_is_frozen():
                                      "--events-log", "--host", "--name", "--no-prefix-cache", "--parallel", "--port",
                                      "--queue", "--repo", *model])
     assert flags["info"] == sorted(["--debug", "--help", *model])
+    assert flags["learn"] == sorted(["--db", "--debug", "--export", "--help", "--host", "--port", *model])
+    assert flags["fix"] == sorted(["--debug", "--help", "--language", "--write", *model])
+    assert flags["explain"] == sorted(["--debug", "--help", *model, *sampling])
 
 
 def test_importing_the_cli_does_not_load_torch():

@@ -39,7 +39,8 @@ UNITS = '''def to_metres(feet):
 def rectangle_perimeter(width, height):
     return 2 * (width + height)
 '''
-MAIN_PREFIX = "from shapes.geometry import Rectangle, circle_area\n\n\ndef report(w, h):\n    box = Rectangle(w, h)\n    "
+MAIN_PREFIX = ("from shapes.geometry import Rectangle, circle_area\n\n\n"
+               "def report(w, h):\n    box = Rectangle(w, h)\n    ")
 
 
 @pytest.fixture()

@@ -14,14 +14,30 @@ import traceback
 from collections.abc import Sequence
 
 from ..errors import CodeGemmaError
-from . import chat, complete, convert, data, evaluate, generate, index, info, lsp, serve, stats, train
+from . import (
+    chat,
+    complete,
+    convert,
+    data,
+    evaluate,
+    explain,
+    fix,
+    generate,
+    index,
+    info,
+    learn,
+    lsp,
+    serve,
+    stats,
+    train,
+)
 from .common import CliError
 
 __all__ = ["COMMANDS", "CliError", "build_parser", "main"]
 
 COMMANDS = {"generate": generate, "complete": complete, "chat": chat, "info": info, "convert": convert,
-            "serve": serve, "eval": evaluate, "data": data, "train": train, "stats": stats, "lsp": lsp,
-            "index": index}
+            "serve": serve, "eval": evaluate, "data": data, "train": train, "learn": learn, "fix": fix,
+            "explain": explain, "stats": stats, "lsp": lsp, "index": index}
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 

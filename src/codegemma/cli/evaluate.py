@@ -14,7 +14,9 @@ HELP = "evaluate on HumanEval, MBPP and HumanEval infilling"
 def register(p: argparse.ArgumentParser) -> None:
     ev = p.add_subparsers(dest="eval_command", required=True)
     run_p = ev.add_parser("run", help="generate and score")
-    run_p.add_argument("benchmark", choices=BENCHMARKS)
+    run_p.add_argument("benchmark", choices=[*BENCHMARKS, "repo-completion"],
+                       help="repo-completion: held-out lines of installed packages, without and with repository "
+                            "context (eval/repo_completion.py)")
     model_args(run_p)
     run_p.add_argument("--samples-per-task", type=int, default=1)
     run_p.add_argument("--temperature", type=float, default=0.0)
@@ -62,6 +64,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..eval.harness import run as run_benchmark
 
     settings = _settings(args)
+    if args.benchmark == "repo-completion":
+        from ..eval.repo_completion import RepoCompletionError
+        from ..eval.repo_completion import run as run_repo
+
+        cg = load_model(args)
+        try:
+            summary = run_repo(cg, args.out, limit=settings.limit, max_tokens=settings.max_tokens or 48)
+        except RepoCompletionError as exc:
+            raise CliError(str(exc)) from exc
+        print(json.dumps(summary, indent=2))
+        return 0
     cg = load_model(args)
     print(json.dumps(run_benchmark(args.benchmark, cg, args.out, settings, args.data_dir), indent=2))
     return 0

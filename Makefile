@@ -15,7 +15,7 @@ LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := $(shell python3 scripts/llama_cpp_cmake_args.py)
 LLAMA_WHEELS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/codegemma/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell echo "$(LLAMA_CMAKE_ARGS)" | sha256sum | cut -c1-12)
 
-.PHONY: run test test-all lint bench install install-test llama-cpp tabby-agent clean
+.PHONY: run test test-all lint bench install install-test llama-cpp toolchains tabby-agent clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,6 +41,24 @@ llama-cpp: $(STAMP)
 install: $(STAMP)
 install-test: $(TEST_STAMP) tabby-agent
 
+# Compilers for BabelCode's Go, Rust, C# and Kotlin (eval/babelcode/), called by absolute path from the
+# sandbox, so never rustup's under /root, which its user nobody cannot run. Installed where missing, as
+# root, from Debian and npm; where that cannot be done the languages' tests skip, naming what to install.
+KOTLIN_COMPILER := 2.4.20
+toolchains:
+	@if [ "$$(id -u)" != 0 ]; then echo "toolchains: not root, nothing installed"; exit 0; fi; \
+	missing=""; \
+	test -x /usr/lib/go-1.19/bin/go || missing="$$missing golang-go"; \
+	test -x /usr/bin/rustc || missing="$$missing rustc"; \
+	test -x /usr/bin/mcs -a -x /usr/bin/mono || missing="$$missing mono-devel"; \
+	if [ -n "$$missing" ]; then \
+		echo "toolchains: apt-get install$$missing"; \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			$$missing; } >/dev/null || echo "toolchains: could not install$$missing"; \
+	fi; \
+	test -x /usr/lib/node_modules/kotlin-compiler/bin/kotlinc || { echo "toolchains: npm install kotlin-compiler"; \
+		npm install -g -q kotlin-compiler@$(KOTLIN_COMPILER) >/dev/null || echo "toolchains: could not install kotlin-compiler"; }
+
 # Tabby's own agent (npm tabby-agent), which tests/test_tabby.py drives against our server over LSP; its
 # test skips where npm cannot install it.
 TABBY_AGENT := 1.5.0
@@ -53,10 +71,10 @@ tabby-agent:
 run: $(STAMP)
 	$(VENV)/bin/codegemma serve --model default --dtype bfloat16 --host 127.0.0.1 --port 8080
 
-test: $(TEST_STAMP) tabby-agent
+test: $(TEST_STAMP) toolchains tabby-agent
 	$(PY) -m pytest -q
 
-test-all: $(TEST_STAMP) tabby-agent
+test-all: $(TEST_STAMP) toolchains tabby-agent
 	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: $(TEST_STAMP)
@@ -64,7 +82,7 @@ lint: $(TEST_STAMP)
 
 bench: $(TEST_STAMP)
 	$(PIP) install -q -e '.[test,bench]'
-	for b in bench_core bench_gguf bench_server bench_eval bench_data bench_train; do $(PY) bench/$$b.py || exit 1; done
+	for b in bench_core bench_gguf bench_server bench_repo bench_eval bench_data bench_train; do $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -10,12 +10,27 @@ import subprocess
 
 import pytest
 
+from codegemma.errors import CodeGemmaError
 from codegemma.eval.babelcode import LANGUAGES, javascript, python, questions, run
 from codegemma.eval.babelcode.schema import SchemaError, Type, literal, parse_type, unify
 from codegemma.eval.data import load_problems
 from codegemma.eval.harness import RunSettings, score_one
 
 needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="JavaScript needs Node.js: apt-get install nodejs")
+
+
+def missing(language: str) -> str | None:
+    """Why a language's toolchain cannot run here (the message `eval run` refuses it with), or None."""
+    try:
+        LANGUAGES[language].run_argv()
+    except CodeGemmaError as exc:
+        return str(exc)
+    return None
+
+
+def needs(language: str) -> None:
+    if missing(language):
+        pytest.skip(missing(language))
 
 
 def infer(text: str) -> tuple[object, str]:
@@ -88,8 +103,8 @@ def test_javascript_literals_read_back():
 
 
 STUB = {"python": "\n    return {}\n", "javascript": "\n  return {};\n}}\n", "cpp": "\n    return {};",
-        "java": "\n        return {};"}
-TOOLS = {"python": "python3", "javascript": "node", "cpp": "g++", "java": "java"}
+        "java": "\n        return {};", "go": "\n    return {}\n}}\n", "rust": "\n    return {};",
+        "csharp": "\n        return {};", "kotlin": "\n    return {}"}
 
 
 def wrong_value(t: Type, outputs: list) -> object:
@@ -97,7 +112,7 @@ def wrong_value(t: Type, outputs: list) -> object:
     if t.kind in ("integer", "long"):
         return max([abs(o) for o in outputs] + [0]) * 2 + 12345
     if t.kind in ("float", "double"):
-        return 1e30
+        return 1e20  # (within C#'s decimal, which a double is there)
     if t.kind == "boolean":
         return None if len(set(outputs)) > 1 else not outputs[0]
     if t.kind in ("string", "character"):
@@ -119,7 +134,7 @@ def check_stubs(benchmark_set: str, strides: dict[str, int]) -> None:
         bad_value = wrong_value(q.returns, [c.output for c in q.tests])
         patterns = {}
         for name, lang in LANGUAGES.items():
-            if name != "python" and (index % strides[name] or shutil.which(TOOLS[name]) is None):
+            if name != "python" and (name not in strides or index % strides[name] or missing(name)):
                 continue  # (Python, the reference, runs for every question any language runs)
             right = run(name, q, lang.prompt(q), STUB[name].format(lang.literal(q.tests[0].output, q.returns)), 20)
             patterns[name] = right["tests"]
@@ -130,8 +145,10 @@ def check_stubs(benchmark_set: str, strides: dict[str, int]) -> None:
 
 
 def test_stubs_agree_across_languages_on_a_sample():
-    check_stubs("humaneval", {"python": 8, "javascript": 8, "cpp": 80, "java": 80})
-    check_stubs("mbpp", {"python": 25, "javascript": 25, "cpp": 220, "java": 220})
+    check_stubs("humaneval", {"python": 8, "javascript": 8, "cpp": 80, "java": 80, "go": 161, "rust": 161,
+                              "csharp": 80})  # (Kotlin in the slow tier only: kotlinc takes about 5 s a program)
+    check_stubs("mbpp", {"python": 25, "javascript": 25, "cpp": 220, "java": 220, "go": 440, "rust": 440,
+                         "csharp": 220})
 
 
 @pytest.mark.slow
@@ -170,13 +187,39 @@ HANDWRITTEN = {  # HumanEval/2 (truncate_number), /12 (longest; BabelCode's fix 
                              "        for (String s : strings) if (s.length() > best.length()) best = s;\n"
                              "        return best;",
              "HumanEval/34": "\n        return new ArrayList<>(new TreeSet<>(l));"},
+    "go": {"HumanEval/2": "\n    return number - math.Floor(number)\n}\n",
+           "HumanEval/12": "\n    best := \"\"\n    for _, s := range strings {\n        if len(s) > len(best) {\n"
+                           "            best = s\n        }\n    }\n    return best\n}\n",
+           "HumanEval/34": "\n    seen := map[int]bool{}\n    var out []int\n    for _, x := range l {\n"
+                           "        if !seen[x] {\n            seen[x] = true\n            out = append(out, x)\n"
+                           "        }\n    }\n    sort.Ints(out)\n    return out\n}\n"},
+    "rust": {"HumanEval/2": "\n    number - number.floor()",
+             "HumanEval/12": "\n    let mut best = String::new();\n"
+                             "    for s in strings {\n        if s.len() > best.len() {\n            best = s;\n"
+                             "        }\n    }\n    best",
+             "HumanEval/34": "\n    let mut v: Vec<i32> = l.into_iter().collect::<HashSet<i32>>()\n"
+                             "        .into_iter().collect();\n"
+                             "    v.sort();\n    v"},
+    "csharp": {"HumanEval/2": "\n        return number - (float) Math.Floor(number);",
+               "HumanEval/12": "\n        string best = \"\";\n"
+                               "        foreach (var s in strings) if (s.Length > best.Length) best = s;\n"
+                               "        return best;",
+               "HumanEval/34": "\n        return l.Distinct().OrderBy(x => x).ToList();"},
+    "kotlin": {"HumanEval/2": "\n    return number - floor(number)",
+               "HumanEval/12": "\n    var best = \"\"\n    for (s in strings) if (s.length > best.length) best = s\n"
+                               "    return best",
+               "HumanEval/34": "\n    return ArrayList(l.toSortedSet())"},
 }
 
 
-@pytest.mark.parametrize("language", sorted(HANDWRITTEN))
+def slow_for_kotlin(languages) -> list:
+    """kotlinc takes about 4 s a program: Kotlin's cases run in the slow tier."""
+    return [pytest.param(name, marks=[pytest.mark.slow] if name == "kotlin" else []) for name in languages]
+
+
+@pytest.mark.parametrize("language", slow_for_kotlin(sorted(HANDWRITTEN)))
 def test_handwritten_solutions_pass(language):
-    if shutil.which(TOOLS[language]) is None:
-        pytest.skip(f"{language} needs {TOOLS[language]}")
+    needs(language)
     problems = {p.task_id: p for p in load_problems(f"bc-humaneval-{language}")}
     for task_id, body in HANDWRITTEN[language].items():
         if task_id not in problems:
@@ -217,10 +260,13 @@ def test_eval_run_and_report_on_a_tiny_model(tiny_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("language, broken", [("cpp", "\n    return nonsense("),
-                                              ("java", "\n        return nonsense(")])
+                                              ("java", "\n        return nonsense("),
+                                              ("go", "\n    return nonsense(\n}\n"), ("rust", "\n    nonsense("),
+                                              ("csharp", "\n        return nonsense("),
+                                              pytest.param("kotlin", "\n    return nonsense(",
+                                                           marks=pytest.mark.slow)])
 def test_a_program_that_does_not_compile_is_a_compile_error(language, broken):
-    if shutil.which(TOOLS[language]) is None:
-        pytest.skip(f"{language} needs {TOOLS[language]}")
+    needs(language)
     result = score_one(load_problems(f"bc-humaneval-{language}")[0], broken, 20.0)
     assert result["status"] == "compile error" and not result["passed"]
 
@@ -235,16 +281,259 @@ HOSTILE_COMPILED = {  # HumanEval/0: bool hasCloseElements(vector<float>, float)
     ("java", "write outside"): "\n        try { new java.io.FileWriter(\"/etc/codegemma-owned\").write(\"x\"); }\n"
                                "        catch (Exception e) { }\n        return false;",
     ("java", "threads"): "\n        while (true) new Thread(() -> { while (true) {} }).start();",
+    # Go programs can import nothing but fmt, math, reflect and sort (no files, network or processes)
+    ("go", "endless loop"): "\n    for {\n    }\n}\n",
+    ("go", "goroutines"): "\n    for {\n        go func() {\n            for {\n            }\n        }()\n    }\n}\n",
+    ("go", "huge output"): "\n    for {\n        fmt.Println(fmt.Sprint(make([]int, 10000)))\n    }\n}\n",
+    ("go", "memory hog"): "\n    var hog [][]byte\n    for {\n        hog = append(hog, make([]byte, 1<<24))\n"
+                          "        hog[len(hog)-1][0] = 1\n    }\n}\n",
+    ("rust", "endless loop"): "\n    loop {}",
+    ("rust", "write outside"): "\n    let _ = std::fs::write(\"/etc/codegemma-owned\", \"x\");\n    false",
+    ("rust", "fork bomb"): "\n    loop {\n        let _ = std::process::Command::new(\"/proc/self/exe\")"
+                           ".spawn();\n    }",
+    ("rust", "huge output"): "\n    loop {\n        println!(\"{}\", \"x\".repeat(100000));\n    }",
+    ("csharp", "endless loop"): "\n        while (true) {}",
+    ("csharp", "write outside"): "\n        System.IO.File.WriteAllText(\"/etc/codegemma-owned\", \"x\");\n"
+                                 "        return false;",
+    ("csharp", "fork bomb"): "\n        while (true)\n"
+                             "            System.Diagnostics.Process.Start(\"/usr/bin/mono\", \"main.exe\");",
+    ("csharp", "huge output"): "\n        while (true) Console.WriteLine(new string('x', 100000));",
+    ("kotlin", "endless loop"): "\n    while (true) {}",
+    ("kotlin", "write outside"): "\n    java.io.File(\"/etc/codegemma-owned\").writeText(\"x\")\n    return false",
+    ("kotlin", "threads"): "\n    while (true) Thread { while (true) {} }.start()",
 }
 
 
-@pytest.mark.parametrize("language, name", sorted(HOSTILE_COMPILED))
+@pytest.mark.parametrize("language, name", [
+    pytest.param(language, name, marks=[pytest.mark.slow] if language == "kotlin" or (
+        language in ("go", "rust", "csharp") and name in ("goroutines", "huge output", "fork bomb")) else [])
+    for language, name in sorted(HOSTILE_COMPILED)])  # (Kotlin's wall limit includes 40 s for kotlinc)
 def test_hostile_compiled_programs_are_contained(language, name):
     import os
 
-    if shutil.which(TOOLS[language]) is None:
-        pytest.skip(f"{language} needs {TOOLS[language]}")
+    from codegemma.eval.babelcode.kotlin import COMPILE_SECONDS
+
+    needs(language)
     problem = load_problems(f"bc-humaneval-{language}")[0]
-    result = score_one(problem, HOSTILE_COMPILED[(language, name)], 8.0)
+    result = score_one(problem, HOSTILE_COMPILED[(language, name)], 8.0 if language in ("cpp", "java") else 3.0)
     assert not result["passed"] and result["status"] != "compile error", result
-    assert result["duration"] < 20 and not os.path.exists("/etc/codegemma-owned")
+    assert result["duration"] < 20 + (COMPILE_SECONDS if language == "kotlin" else 0), result
+    assert not os.path.exists("/etc/codegemma-owned")
+
+
+def test_compiled_programs_read_no_secrets_at_compile_time():
+    needs("rust")
+    problem = load_problems("bc-humaneval-rust")[0]
+    result = score_one(problem, '\n    include_str!("/etc/shadow").len() > 0', 20.0)
+    assert result["status"] == "compile error" and "root:" not in result["error"], result
+
+
+SNOOPS = {  # HumanEval/0: connect to the test's port, then print the connection's outcome and the environment
+    "rust": ('\n    let talked = std::net::TcpStream::connect("127.0.0.1:{port}").is_ok();\n'
+             '    let env: Vec<String> = std::env::vars().map(|(k, v)| format!("{{k}}={{v}}")).collect();\n'
+             '    eprintln!("connected={{talked}} {{}}", env.join(" "));\n    false'),
+    "csharp": ("\n        bool talked = false;\n"
+               '        try {{ new System.Net.Sockets.TcpClient("127.0.0.1", {port}); talked = true; }} catch {{ }}\n'
+               "        var env = new StringBuilder();\n"
+               "        foreach (System.Collections.DictionaryEntry e in Environment.GetEnvironmentVariables())\n"
+               '            env.Append(e.Key + "=" + e.Value + " ");\n'
+               '        Console.Error.WriteLine("connected=" + (talked ? "true" : "false") + " " + env);\n'
+               "        return false;"),
+    "kotlin": ('\n    val talked = try {{ java.net.Socket("127.0.0.1", {port}); true }}\n'
+               '        catch (e: Exception) {{ false }}\n'
+               '    System.err.println("connected=$talked " + System.getenv().toString())\n    return false'),
+}
+
+
+@pytest.mark.parametrize("language", slow_for_kotlin(sorted(SNOOPS)))
+def test_compiled_programs_see_neither_the_environment_nor_the_network(monkeypatch, language):
+    import socket
+
+    needs(language)
+    monkeypatch.setenv("CODEGEMMA_SECRET", "s3cr3t-value")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.5)
+    port = server.getsockname()[1]
+    problem = load_problems(f"bc-humaneval-{language}")[0]
+    result = score_one(problem, SNOOPS[language].format(port=port), 20.0)
+    with pytest.raises(OSError):
+        server.accept()
+    server.close()
+    assert result["status"] == "failed" and "connected=" in result["error"], result  # (Mono's TcpClient may say true)
+    assert "s3cr3t" not in result["error"] and "HOME=" in result["error"], result
+
+
+EXTRA_VALUES = [("'", "character"), ("\\", "character"), ("é", "character"), ({1: "a", -2: "b"}, "map<integer;string>"),
+                (["a\tb", ""], "list<string>"), ({"x", "y"}, "set<character>"), (1.0, "double")]
+
+
+def as_json(value: object, t: Type) -> object:
+    """How Go's encoding/json writes a value of schema type t (runes as numbers, sets as maps to true)."""
+    if t.kind == "character":
+        return ord(value)
+    if t.kind == "list":
+        return [as_json(v, t.args[0]) for v in value]
+    if t.kind == "set":
+        return {str(as_json(v, t.args[0])): True for v in value}
+    if t.kind == "map":
+        return {str(as_json(k, t.args[0])): as_json(v, t.args[1]) for k, v in value.items()}
+    return value
+
+
+def test_go_literals_read_back(tmp_path):
+    from codegemma.eval.babelcode import go
+
+    needs("go")
+    values = VALUES + EXTRA_VALUES
+    rendered = ",\n        ".join(go.literal(v, parse_type(t)) for v, t in values)
+    (tmp_path / "main.go").write_text(
+        'package main\n\nimport (\n    "encoding/json"\n    "fmt"\n)\n\n'
+        f"func main() {{\n    out, _ := json.Marshal([]interface{{}}{{\n        {rendered},\n    }})\n"
+        "    fmt.Println(string(out))\n}\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GOCACHE": str(tmp_path / "cache"), "GO111MODULE": "off"}
+    out = subprocess.run([go.GO, "run", "main.go"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [as_json(v, parse_type(t)) for v, t in values]
+
+
+def test_rust_literals_read_back(tmp_path):
+    from codegemma.eval.babelcode import rust
+
+    needs("rust")
+    values = VALUES + EXTRA_VALUES
+    lines = "".join(f'    println!("{{:?}}", {rust.literal(v, parse_type(t))});\n' for v, t in values)
+    (tmp_path / "main.rs").write_text(f"use std::collections::{{HashMap, HashSet}};\n\nfn main() {{\n{lines}}}\n")
+    subprocess.run([rust.RUSTC, "-o", "main", "main.rs"], cwd=tmp_path, capture_output=True, check=True)
+    out = subprocess.run(["./main"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [eval(line, {"true": True, "false": False}) for line in out] == [v for v, _ in values]  # noqa: S307
+
+
+def normal(value: object, t: Type) -> object:
+    """A value as printed through JSON (sets as sorted lists, map keys as strings)."""
+    if t.kind == "set":
+        return sorted((normal(v, t.args[0]) for v in value), key=repr)
+    if t.kind == "list":
+        return [normal(v, t.args[0]) for v in value]
+    if t.kind == "map":
+        return {str(k): normal(v, t.args[1]) for k, v in value.items()}
+    return value
+
+
+SHOW_CSHARP = """\
+using System;
+using System.Collections.Generic;
+using System.Linq;
+
+class Show {
+    static string Text(object o) {
+        if (o is string || o is char)
+            return "\\"" + string.Concat(o.ToString().Select(c => "\\\\u" + ((int) c).ToString("x4"))) + "\\"";
+        if (o is bool) return (bool) o ? "true" : "false";
+        var d = o as System.Collections.IDictionary;
+        if (d != null) {
+            var parts = new List<string>();
+            foreach (System.Collections.DictionaryEntry e in d)
+                parts.Add(Text(e.Key.ToString()) + ": " + Text(e.Value));
+            return "{" + string.Join(", ", parts) + "}";
+        }
+        var l = o as System.Collections.IEnumerable;
+        if (l != null) return "[" + string.Join(", ", l.Cast<object>().Select(Text)) + "]";
+        return Convert.ToString(o, System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    static void Main() {
+VALUES
+    }
+}
+"""
+SHOW_KOTLIN = """\
+fun text(o: Any?): String = when (o) {
+    is String -> "\\"" + o.map { "\\\\u%04x".format(it.code) }.joinToString("") + "\\""
+    is Char -> text(o.toString())
+    is Map<*, *> -> o.entries.joinToString(", ", "{", "}") { text(it.key.toString()) + ": " + text(it.value) }
+    is Collection<*> -> o.joinToString(", ", "[", "]") { text(it) }
+    else -> o.toString()
+}
+
+fun main() {
+VALUES
+}
+"""
+
+
+@pytest.mark.parametrize("language", ["csharp", "kotlin"])
+def test_csharp_and_kotlin_literals_read_back(tmp_path, language):
+    from codegemma.eval.babelcode import csharp, kotlin
+
+    needs(language)
+    values = VALUES + EXTRA_VALUES
+    if language == "csharp":
+        lines = "".join(f"        Console.WriteLine(Text({csharp.literal(v, parse_type(t))}));\n" for v, t in values)
+        (tmp_path / "show.cs").write_text(SHOW_CSHARP.replace("VALUES\n", lines))
+        subprocess.run([csharp.MCS, "-out:show.exe", "show.cs"], cwd=tmp_path, capture_output=True, check=True)
+        argv = [csharp.MONO, "show.exe"]
+    else:
+        lines = "".join(f"    println(text({kotlin.literal(v, parse_type(t))}))\n" for v, t in values)
+        (tmp_path / "show.kt").write_text(SHOW_KOTLIN.replace("VALUES\n", lines))
+        subprocess.run([kotlin.KOTLINC, "-nowarn", "-d", "out", "show.kt"], cwd=tmp_path, capture_output=True,
+                       check=True)
+        argv = [kotlin.JAVA, "-cp", f"out:{kotlin.STDLIB}", "ShowKt"]
+    out = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [normal(json.loads(line), parse_type(t)) for line, (_, t) in zip(out, values)] == \
+        [normal(v, parse_type(t)) for v, t in values]
+
+
+def test_go_nil_slices_equal_empty_ones():
+    """BabelCode's reflect.DeepEqual fails `var r []int; return r` where [] is expected; our driver does not."""
+    needs("go")
+    q = next(q for q in questions("bc-humaneval-go") if q.returns.kind == "list" and q.tests[0].output == [])
+    from codegemma.eval.babelcode import go
+
+    nil = run("go", q, go.prompt(q), f"\n    var r {go.type_name(q.returns)}\n    return r\n}}\n", 20)
+    assert nil["tests"][0] == "P", (q.task_id, nil)
+
+
+def test_go_and_rust_report_a_panic_and_run_the_other_tests():
+    """HumanEval/0 answered `true`, with an index out of range where threshold > 0.9 (tests 2 and 5)."""
+    for language, body in [("go", "\n    if threshold > 0.9 {\n        var l []bool\n        return l[1]\n    }\n"
+                                  "    return true\n}\n"),
+                           ("rust", "\n    if threshold > 0.9 {\n        let l: Vec<bool> = vec![];\n"
+                                    "        return l[1];\n    }\n    true")]:
+        needs(language)
+        result = score_one(load_problems(f"bc-humaneval-{language}")[0], body, 20.0)
+        assert result["status"] == "error" and result["tests"] == "PFEFPEF", (language, result)
+
+
+@pytest.mark.parametrize("language, path, package", [("go", "GO", "golang-go"), ("rust", "RUSTC", "rustc")])
+def test_a_missing_toolchain_is_refused_naming_what_to_install(monkeypatch, language, path, package):
+    monkeypatch.setattr(LANGUAGES[language], path, "/nonexistent/compiler")
+    with pytest.raises(CodeGemmaError, match=f"apt-get install {package}"):
+        load_problems(f"bc-humaneval-{language}")
+    assert f"apt-get install {package}" in missing(language)
+
+
+def test_rust_mbpp_prompt_is_the_model_cards():
+    """CodeGemma's model card prompts with BabelCode's MBPP/3 in Rust, Examples block included."""
+    from codegemma.eval.babelcode import rust
+    from codegemma.eval.babelcode.questions import convert
+    from codegemma.eval.data import read_json
+
+    row = next(r for r in read_json("mbpp") if int(r["id"]) == 3)
+    assert rust.prompt(convert(row, "MBPP/3"), examples=True) == (
+        "/// Write a rust function to identify non-prime numbers.\n///\n/// Examples:\n/// >>> is_not_prime(2)\n"
+        "/// False\n/// >>> is_not_prime(10)\n/// True\npub fn is_not_prime(n: i32) -> bool {")
+
+
+def test_prompts_name_the_function_in_each_languages_convention():
+    from codegemma.eval.babelcode import csharp, go, kotlin, rust
+
+    q = next(q for q in questions("bc-mbpp-python") if q.entry == "remove_Occ")
+    assert "func removeOcc(s string, ch rune) string {" in go.prompt(q)
+    assert "pub fn remove_occ(s: String, ch: char) -> String {" in rust.prompt(q)
+    assert "    public string RemoveOcc(string s, char ch) {" in csharp.prompt(q)
+    assert "fun removeOcc(s: String, ch: Char): String {" in kotlin.prompt(q)
+    assert ">>> RemoveOcc(" in csharp.prompt(q, examples=True) and "remove_Occ" not in csharp.prompt(q, examples=True)
+    by_id = {q.task_id: q for q in questions("bc-mbpp-python")}
+    assert "\nfunc func_(nums [][]int, k int) []int {" in go.prompt(by_id["MBPP/31"])  # (keywords get a `_`)
+    assert "\npub fn match_(text: String) -> String {" in rust.prompt(by_id["MBPP/482"])

@@ -23,7 +23,9 @@ from ..errors import CodeGemmaError
 PYTHON_BENCHMARKS = ("humaneval", "mbpp", "humaneval-infill-single", "humaneval-infill-multi",
                      "humaneval-infill-random-span", "humaneval-infill-random-span-light")
 BABELCODE_BENCHMARKS = ("bc-humaneval-python", "bc-mbpp-python", "bc-humaneval-javascript", "bc-mbpp-javascript",
-                        "bc-humaneval-cpp", "bc-mbpp-cpp", "bc-humaneval-java", "bc-mbpp-java")
+                        "bc-humaneval-cpp", "bc-mbpp-cpp", "bc-humaneval-java", "bc-mbpp-java", "bc-humaneval-go",
+                        "bc-mbpp-go", "bc-humaneval-rust", "bc-mbpp-rust", "bc-humaneval-csharp", "bc-mbpp-csharp",
+                        "bc-humaneval-kotlin", "bc-mbpp-kotlin")
 BENCHMARKS = PYTHON_BENCHMARKS + BABELCODE_BENCHMARKS
 INFILL_DIR = "humaneval-infilling"
 _INFILL_URL = "https://raw.githubusercontent.com/openai/human-eval-infilling/88062ff/data/"

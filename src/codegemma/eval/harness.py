@@ -28,6 +28,10 @@ PUBLISHED = {
     "bc-humaneval-javascript": [21.7, None, 39.8, 46.0, None], "bc-mbpp-javascript": [45.3, None, 58.2, 61.4, None],
     "bc-humaneval-cpp": [24.2, None, 32.9, 42.2, None], "bc-mbpp-cpp": [47.1, None, 53.8, 56.7, None],
     "bc-humaneval-java": [29.2, None, 41.0, 48.4, None], "bc-mbpp-java": [41.8, None, 50.3, 57.3, None],
+    "bc-humaneval-go": [20.5, None, 21.7, 28.6, None], "bc-mbpp-go": [45.6, None, 43.3, 46.2, None],
+    "bc-humaneval-rust": [26.7, None, 34.1, 36.0, None], "bc-mbpp-rust": [45.3, None, 52.9, 53.5, None],
+    "bc-humaneval-csharp": [10.6, None, 22.4, 26.7, None], "bc-mbpp-csharp": [28.7, None, 32.5, 41.2, None],
+    "bc-humaneval-kotlin": [28.0, None, 39.8, 51.6, None], "bc-mbpp-kotlin": [46.8, None, 54.7, 59.9, None],
 }
 ROW_NAMES = {"humaneval": "HumanEval", "mbpp": "MBPP", "humaneval-infill-single": "HumanEval single-line infilling",
              "humaneval-infill-multi": "HumanEval multi-line infilling",
@@ -36,7 +40,11 @@ ROW_NAMES = {"humaneval": "HumanEval", "mbpp": "MBPP", "humaneval-infill-single"
              "bc-humaneval-python": "BC HumanEval Python", "bc-mbpp-python": "BC MBPP Python",
              "bc-humaneval-javascript": "BC HumanEval JavaScript", "bc-mbpp-javascript": "BC MBPP JavaScript",
              "bc-humaneval-cpp": "BC HumanEval C++", "bc-mbpp-cpp": "BC MBPP C++",
-             "bc-humaneval-java": "BC HumanEval Java", "bc-mbpp-java": "BC MBPP Java"}
+             "bc-humaneval-java": "BC HumanEval Java", "bc-mbpp-java": "BC MBPP Java",
+             "bc-humaneval-go": "BC HumanEval Go", "bc-mbpp-go": "BC MBPP Go",
+             "bc-humaneval-rust": "BC HumanEval Rust", "bc-mbpp-rust": "BC MBPP Rust",
+             "bc-humaneval-csharp": "BC HumanEval C#", "bc-mbpp-csharp": "BC MBPP C#",
+             "bc-humaneval-kotlin": "BC HumanEval Kotlin", "bc-mbpp-kotlin": "BC MBPP Kotlin"}
 
 
 class EvalError(CodeGemmaError, ValueError):

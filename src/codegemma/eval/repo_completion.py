@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import itertools
 import json
 import random
 import re
@@ -123,7 +124,8 @@ def run(cg, out: str | Path, packages: tuple[str, ...] = PACKAGES, limit: int | 
     roots = {p: package_root(p) for p in packages}
     if not any(roots.values()):
         raise RepoCompletionError(f"none of the packages {', '.join(packages)} is installed")
-    all_tasks = [t for p, root in roots.items() if root for t in tasks_for(p, root, per_package)][:limit]
+    per = [tasks_for(p, root, per_package) for p, root in roots.items() if root]
+    all_tasks = [t for group in itertools.zip_longest(*per) for t in group if t][:limit]  # --limit: every package
     indexes = {p: RepoIndex(roots[p].parent / p, out / f"index-{p}.sqlite") for p in {t.package for t in all_tasks}}
     for index in indexes.values():
         index.refresh()

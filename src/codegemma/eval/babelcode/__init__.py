@@ -11,11 +11,12 @@ from __future__ import annotations
 from types import ModuleType
 
 from ...errors import CodeGemmaError
-from . import cpp, java, javascript, python
+from . import cpp, csharp, go, java, javascript, kotlin, python, rust
 from .common import nonce, test_results, verdict
 from .questions import Question, humaneval, mbpp
 
-LANGUAGES: dict[str, ModuleType] = {"python": python, "javascript": javascript, "cpp": cpp, "java": java}
+LANGUAGES: dict[str, ModuleType] = {"python": python, "javascript": javascript, "cpp": cpp, "java": java, "go": go,
+                                    "rust": rust, "csharp": csharp, "kotlin": kotlin}
 SETS = {"humaneval": humaneval, "mbpp": mbpp}
 BENCHMARKS = tuple(f"bc-{s}-{lang}" for s in SETS for lang in LANGUAGES)
 
@@ -46,7 +47,8 @@ def run(language: str, q: Question, prompt_text: str, completion: str, timeout: 
     end = f"END-{nonce()}"
     files, argv = lang.run_argv()
     source = lang.program(q, prompt_text, completion, end)
-    outcome = run_program({**files, lang.SOURCE_FILE: source}, argv, Limits(timeout=timeout))
+    limits = lang.limits(timeout) if hasattr(lang, "limits") else Limits(timeout=timeout)  # (kotlinc needs more)
+    outcome = run_program({**files, lang.SOURCE_FILE: source}, argv, limits)
     status, detail = verdict(outcome.stdout, len(q.tests), end, outcome.returncode, outcome.status == "timeout")
     compile_failed = getattr(lang, "compile_failed", None)
     if status == "error" and compile_failed is not None and compile_failed(outcome.returncode, outcome.stderr):

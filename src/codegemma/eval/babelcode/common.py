@@ -29,6 +29,11 @@ def camel(name: str) -> str:
     return head + "".join(w[:1].upper() + w[1:] for w in rest)
 
 
+def snake(name: str) -> str:
+    """"remove_Occ" -> "remove_occ", "maxSum" -> "max_sum" (BabelCode splits names at case changes too)."""
+    return re.sub(r"_+", "_", re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)).lower()
+
+
 def statement(q: Question, language: str, examples: bool) -> str:
     """The problem text for a language: "python" renamed in three casings and, with `examples` (MBPP, as
     in CodeGemma's model card), the first two tests as Python doctest lines."""

@@ -114,3 +114,30 @@ def test_lsp_refuses_a_bad_server_url():
     r = subprocess.run([sys.executable, "-m", "codegemma.cli", "lsp", "--server", "localhost:8080"],
                        capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert r.returncode != 0 and "--server must be an http(s) URL" in r.stderr
+
+
+def test_lsp_adds_repository_context(default_model, tmp_path, monkeypatch):
+    """`--repo`: the repository's code related to the cursor reaches the prompt (seen by the server it
+    forwards to), beside the open documents."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    repo = tmp_path / "repo"
+    (repo / "geo").mkdir(parents=True)
+    (repo / "geo" / "shapes.py").write_text("def polygon_area(points):\n    return 0.5 * abs(sum(\n        "
+                                             "x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(points, points[1:])))\n")
+    live = LiveServer(create_app(default_model, ctx=4096))
+    source = "from geo.shapes import polygon_area\n\n\ndef report(points):\n    area = polygon_area(points)\n    "
+
+    async def steps(client: LanguageClient, out: dict) -> None:
+        uri = (repo / "app.py").as_uri()
+        client.text_document_did_open(T.DidOpenTextDocumentParams(
+            text_document=T.TextDocumentItem(uri=uri, language_id="python", version=1, text=source)))
+        out["inline"] = await asyncio.wait_for(client.text_document_inline_completion_async(T.InlineCompletionParams(
+            text_document=T.TextDocumentIdentifier(uri=uri), position=position_of(source, len(source)),
+            context=T.InlineCompletionContext(trigger_kind=T.InlineCompletionTriggerKind.Invoked))), 60)
+
+    try:
+        asyncio.run(session(["--server", live.url, "--repo", str(repo), "--max-tokens", "4"], repo, steps))
+        prompt = default_model.tokenizer.decode(live.engine.recent[-1])
+    finally:
+        live.stop()
+    assert "def polygon_area(points):" in prompt

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 INTERACTIVE, CHAT, BACKGROUND = 0, 1, 2  # job priorities: lower runs first
 QUEUE_DEPTH = 512  # requests admitted at once before 503, as Ollama's OLLAMA_MAX_QUEUE
 PARALLEL = 4  # sequences decoded together (llama.cpp's -np default)
-PREFILL_CHUNK = 256  # prompt tokens per prefill step; decoding and cancellation run between steps
+PREFILL_CHUNK = 128  # prompt tokens per prefill step; decoding and cancellation run between steps
 CACHE_RAM = 1 << 30  # bytes of KV snapshots of earlier prompts kept in RAM (llama.cpp's --cache-ram)
 
 

@@ -121,7 +121,7 @@ class RepoIndex:
             CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5vocab(chunks, 'row');
         """)
         self._paths: list[str] | None = None
-        self._counts: dict[str, int] = {}  # name -> chunks it occurs in
+        self._counts: dict[str, int] = {}  # term -> chunks it occurs in, as of the last refresh
         self._imports_of: tuple[tuple | None, set[str]] = (None, set())  # (path, import lines) -> imported paths
         self.refreshed = 0.0
 
@@ -152,8 +152,8 @@ class RepoIndex:
                     self._con.executemany("INSERT INTO chunks (text, path, start, end) VALUES (?, ?, ?, ?)",
                                           [(c.text, c.path, c.start, c.end) for c in chunks_of(path, text)])
             self._paths, self._imports_of = None, (None, set())
-            if changed or gone:
-                self._counts = {}
+            if changed or gone or not self.refreshed:  # every term's chunk count, read once off the request path
+                self._counts = dict(self._con.execute("SELECT term, doc FROM chunk_terms"))
             self.refreshed = time.time()
         return {"files": len(current), "updated": len(changed), "removed": len(gone),
                 "seconds": time.perf_counter() - started}
@@ -195,12 +195,7 @@ class RepoIndex:
     def _selective(self, names: list[str]) -> list[str]:
         """The names worth a query: found in the index, and in at most COMMON of the chunks (a name in
         every other chunk says little and would make BM25 score half the index), nearest first."""
-        new = [n.lower() for n in names if n.lower() not in self._counts]
-        if new:  # names near the cursor repeat from keystroke to keystroke: each is looked up once
-            marks = ",".join("?" * len(new))
-            self._counts.update(dict.fromkeys(new, 0))
-            self._counts.update(self._con.execute(f"SELECT term, doc FROM chunk_terms WHERE term IN ({marks})", new))
-        return [n for n in names if 0 < self._counts[n.lower()] <= COMMON][:QUERY_NAMES]
+        return [n for n in names if 0 < self._counts.get(n.lower(), 0) <= COMMON][:QUERY_NAMES]
 
     def related(self, prefix: str, suffix: str, path: str | None = None,
                 budget: int = BUDGET_CHARS) -> tuple[ContextFile, ...]:

@@ -46,6 +46,11 @@ def statement(q: Question, language: str, examples: bool) -> str:
     return text
 
 
+def commented(text: str, marker: str) -> str:
+    """Each line of `text` behind a comment marker (" * ", "// ", "/// " ...), trailing blanks trimmed."""
+    return "\n".join((marker + line).rstrip() for line in text.splitlines())
+
+
 def nonce() -> str:
     """A token the program's author cannot guess: the driver prints it last, so a program that prints fake
     PASSED lines and leaves early does not pass."""

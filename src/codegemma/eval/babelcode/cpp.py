@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 
 from ...errors import CodeGemmaError
-from .common import arguments, camel, statement, tolerance
+from .common import arguments, camel, commented, statement, tolerance
 from .questions import Question
 from .schema import Type
 
@@ -63,7 +63,7 @@ def literal(value: object, t: Type) -> str:
 def prompt(q: Question, examples: bool = False) -> str:
     """The statement as a /** */ comment, then `R camelName(T a) {`; no trailing newline."""
     text = statement(q, "C++", examples).replace(q.entry, camel(q.entry)).replace("*/", "*\\/")
-    doc = "\n".join((" * " + line).rstrip() for line in text.splitlines())
+    doc = commented(text, " * ")
     params = ", ".join(f"{type_name(t)} {name}" for name, t in q.params)
     return f"/**\n{doc}\n */\n{type_name(q.returns)} {camel(q.entry)}({params}) {{"
 

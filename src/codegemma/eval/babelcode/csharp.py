@@ -19,7 +19,7 @@ import json
 import os
 
 from ...errors import CodeGemmaError
-from .common import arguments, camel, statement, tolerance
+from .common import arguments, camel, commented, statement, tolerance
 from .questions import Question
 from .schema import Type
 
@@ -104,7 +104,7 @@ def literal(value: object, t: Type) -> str:
 def prompt(q: Question, examples: bool = False) -> str:
     """`class Solution {`, the statement as a /** */ comment, then `public R PascalName(T a) {`."""
     text = statement(q, "C#", examples).replace(q.entry, pascal(q.entry)).replace("*/", "*\\/")
-    doc = "\n".join(("     * " + line).rstrip() for line in text.splitlines())
+    doc = commented(text, "     * ")
     params = ", ".join(f"{type_name(t)} {name}" for name, t in q.params)
     head = f"    public {type_name(q.returns)} {pascal(q.entry)}({params}) {{"
     return f"class Solution {{\n    /**\n{doc}\n     */\n{head}"

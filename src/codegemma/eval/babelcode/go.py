@@ -21,7 +21,7 @@ import os
 import re
 
 from ...errors import CodeGemmaError
-from .common import arguments, camel, statement, tolerance
+from .common import arguments, camel, commented, statement, tolerance
 from .questions import Question
 from .schema import Type
 
@@ -116,7 +116,7 @@ def function_name(q: Question) -> str:
 def prompt(q: Question, examples: bool = False) -> str:
     """The statement as `// ` lines, then `func camelName(a T) R {`; no trailing newline."""
     text = statement(q, "Go", examples).replace(q.entry, function_name(q))
-    doc = "\n".join(("// " + line).rstrip() for line in text.splitlines())
+    doc = commented(text, "// ")
     params = ", ".join(f"{name} {type_name(t)}" for name, t in q.params)
     return f"{doc}\nfunc {function_name(q)}({params}) {type_name(q.returns)} {{"
 

@@ -13,7 +13,7 @@ import json
 import shutil
 
 from ...errors import CodeGemmaError
-from .common import arguments, camel, statement, tolerance
+from .common import arguments, camel, commented, statement, tolerance
 from .questions import Question
 from .schema import Type
 
@@ -68,7 +68,7 @@ def literal(value: object, t: Type) -> str:
 def prompt(q: Question, examples: bool = False) -> str:
     """`class Solution {`, the statement as a /** */ comment, then `public R camelName(T a) {`."""
     text = statement(q, "Java", examples).replace(q.entry, camel(q.entry)).replace("*/", "*\\/")
-    doc = "\n".join(("     * " + line).rstrip() for line in text.splitlines())
+    doc = commented(text, "     * ")
     params = ", ".join(f"{type_name(t)} {name}" for name, t in q.params)
     head = f"    public {type_name(q.returns)} {camel(q.entry)}({params}) {{"
     return f"class Solution {{\n    /**\n{doc}\n     */\n{head}"

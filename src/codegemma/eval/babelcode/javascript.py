@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from .common import arguments, camel, statement, tolerance
+from .common import arguments, camel, commented, statement, tolerance
 from .questions import Question
 from .schema import Type
 
@@ -51,7 +51,7 @@ def literal(value: object, t: Type) -> str:
 def prompt(q: Question, examples: bool = False) -> str:
     """The statement as a /** */ comment, then `function name(args) {`; no trailing newline."""
     text = statement(q, NAME, examples).replace(q.entry, camel(q.entry)).replace("*/", "*\\/")
-    doc = "\n".join((" * " + line).rstrip() for line in text.splitlines())
+    doc = commented(text, " * ")
     return f"/**\n{doc}\n */\nfunction {camel(q.entry)}({', '.join(camel(n) for n, _ in q.params)}) {{"
 
 

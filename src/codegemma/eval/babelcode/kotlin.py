@@ -17,7 +17,7 @@ import os
 
 from ...errors import CodeGemmaError
 from ..sandbox import Limits
-from .common import arguments, camel, statement, tolerance
+from .common import arguments, camel, commented, statement, tolerance
 from .java import JVM_FLAGS
 from .questions import Question
 from .schema import Type
@@ -92,7 +92,7 @@ def literal(value: object, t: Type) -> str:
 def prompt(q: Question, examples: bool = False) -> str:
     """The statement as a /** */ comment, then `fun camelName(a: T): R {`; no trailing newline."""
     text = statement(q, "Kotlin", examples).replace(q.entry, camel(q.entry)).replace("*/", "*\\/")
-    doc = "\n".join((" * " + line).rstrip() for line in text.splitlines())
+    doc = commented(text, " * ")
     params = ", ".join(f"{name}: {type_name(t)}" for name, t in q.params)
     return f"/**\n{doc}\n */\nfun {camel(q.entry)}({params}): {type_name(q.returns)} {{"
 

@@ -17,7 +17,7 @@ import json
 import os
 
 from ...errors import CodeGemmaError
-from .common import arguments, snake, statement, tolerance
+from .common import arguments, commented, snake, statement, tolerance
 from .questions import Question
 from .schema import Type
 
@@ -81,7 +81,7 @@ def function_name(q: Question) -> str:
 def prompt(q: Question, examples: bool = False) -> str:
     """The statement as `/// ` lines, then `pub fn snake_name(a: T) -> R {`; no trailing newline."""
     text = statement(q, "Rust", examples).replace(q.entry, function_name(q))
-    doc = "\n".join(("/// " + line).rstrip() for line in text.splitlines())
+    doc = commented(text, "/// ")
     params = ", ".join(f"{name}: {type_name(t)}" for name, t in q.params)
     return f"{doc}\npub fn {function_name(q)}({params}) -> {type_name(q.returns)} {{"
 

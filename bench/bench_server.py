@@ -41,15 +41,19 @@ def start(model: str, threads: int, *extra: str) -> tuple[subprocess.Popen, str]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen([sys.executable, "-m", "codegemma.cli", "serve", "--model", model, "--port", str(port),
                              "--queue", "64", *extra], env=env, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    return proc, ready(proc, f"http://127.0.0.1:{port}", "/health")
+
+
+def ready(proc: subprocess.Popen, url: str, probe: str) -> str:
+    """Waits until GET url+probe answers 200 (two minutes at most); returns url."""
     for _ in range(600):
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
+            if httpx.get(f"{url}{probe}", timeout=1).status_code == 200:
+                return url
         except httpx.HTTPError:
             time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("server did not start")
+    raise RuntimeError(f"the server at {url} did not start")
 
 
 def editor_request(edit: bool) -> dict:
@@ -133,15 +137,7 @@ def start_llama_cpp(gguf: Path, threads: int, ctx: int) -> tuple[subprocess.Pope
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
                              "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
                              "--n_ctx", str(ctx)], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("llama.cpp server did not start")
+    return proc, ready(proc, f"http://127.0.0.1:{port}", "/v1/models")
 
 
 def openai_ttft(url: str, prompt: str) -> float:

@@ -115,6 +115,7 @@ class RepoIndex:
         self._con = sqlite3.connect(self.db, check_same_thread=False)
         self._con.executescript("""
             PRAGMA journal_mode = WAL;
+            PRAGMA mmap_size = 268435456;
             CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, mtime REAL, size INTEGER, imports TEXT);
             CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(
                 text, path UNINDEXED, start UNINDEXED, end UNINDEXED, tokenize = "unicode61 tokenchars '_'");
@@ -211,8 +212,8 @@ class RepoIndex:
             query = " OR ".join(f'"{n}"' for n in names)
             imported = self._imported(path, prefix[:20000] + suffix[:2000])
             rows = self._con.execute(
-                "SELECT path, start, end, text, bm25(chunks) FROM chunks WHERE chunks MATCH ? "
-                "ORDER BY bm25(chunks) LIMIT 40", (query,)).fetchall()
+                "SELECT path, start, end, text, rank FROM chunks WHERE chunks MATCH ? "
+                "ORDER BY rank LIMIT 40", (query,)).fetchall()  # rank: FTS5's BM25, sorted by FTS5 itself
         rows = [r for r in rows if r[0] != path]
         rows.sort(key=lambda r: (r[0] not in imported, r[4]))  # imported files first, then BM25 (lower is better)
         picked, used = [], 0

@@ -372,10 +372,10 @@ class Engine:
         """Puts the longest cached prefix of `prompt` into `row` (from the row itself, another row, or a RAM
         snapshot; then chunks shifted into place with cache_reuse); returns how many tokens it holds, at
         most `limit`."""
-        n = shared_prefix(self.rows[row], prompt)
-        source = max((r for r in range(self.parallel) if r != row),
-                     key=lambda r: shared_prefix(self.rows[r], prompt), default=None)
-        from_row = 0 if source is None else shared_prefix(self.rows[source], prompt)  # busy rows only append
+        shares = [shared_prefix(tokens, prompt) for tokens in self.rows]  # busy rows only append: theirs stay
+        n = shares[row]
+        source = max((r for r in range(self.parallel) if r != row), key=shares.__getitem__, default=None)
+        from_row = 0 if source is None else shares[source]
         found = self.snapshots.best(prompt) if self.snapshots is not None else None
         if max(from_row, found[2] if found else 0) > n:
             self._save_row(row, prompt)

@@ -249,11 +249,6 @@ class GemmaForCausalLM(nn.Module):
         for block in self.model.layers:
             block.self_attn.cache = None
 
-    @property
-    def cache_len(self) -> int:
-        cache = self.model.layers[0].self_attn.cache
-        return 0 if cache is None else cache.max_len
-
     def forward(self, input_ids: torch.Tensor, *, start: int = 0, positions: torch.Tensor | None = None,
                 key_valid: torch.Tensor | None = None, last: int | None = 1, cache: list[KVCache] | None = None,
                 row: int | None = None) -> torch.Tensor | None:

@@ -177,7 +177,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="default")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--dtype", default="bfloat16", help="as `make run` serves (bfloat16: int4 decode for GGUF)")
+    p.add_argument("--dtype", default="bfloat16", help="as `make run` serves (bfloat16)")
     args = p.parse_args()
     rows = []
     for label, extra in (("prefix cache", ()), ("no prefix cache (baseline)", ("--no-prefix-cache",))):

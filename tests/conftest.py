@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def default_model():
-    """The embedded default model (Gemma 3 270M, Q4_K_M) in float32, loaded once per test run."""
+    """The embedded default model (Gemma 3 270M, Q4_K_M) as `load("default")` gives it (the file's blocks read
+    by the quantized kernels, bfloat16 activations), loaded once per test run."""
     import codegemma
 
     return codegemma.load("default")

@@ -99,9 +99,9 @@ def test_the_command_set_is_frozen():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     flags = {name: sorted(o for a in p._actions for o in a.option_strings if o.startswith("--"))
              for name, p in sub.choices.items()}
-    model = ["--device", "--dtype", "--keep-quantized", "--model", "--no-int4-decode"]
-    sampling = ["--max-tokens", "--min-p", "--repetition-penalty", "--seed", "--stop", "--temperature", "--top-k",
-                "--top-p"]
+    model = ["--dense", "--device", "--dtype", "--model"]
+    sampling = ["--max-tokens", "--min-p", "--no-speculate", "--repetition-penalty", "--seed", "--stop",
+                "--temperature", "--top-k", "--top-p"]
     assert sorted(flags) == ["chat", "complete", "convert", "data", "eval", "explain", "fix", "generate", "index",
                              "info", "learn", "lsp", "serve", "stats", "train"]
     assert flags["generate"] == sorted(["--debug", "--help", "--parse-special", *model, *sampling])

@@ -134,28 +134,24 @@ def test_default_model_has_no_fim_and_completes_left_to_right(model):
 
 def test_info_says_fim_is_not_native(model):
     from codegemma.cli.info import describe
+    from codegemma.kernels import backend
 
     info = describe(model, "default")
     assert info["fim_native"] is False and info["config"]["model_type"] == "gemma3"
     assert info["completion"] == "left-to-right (no FIM tokens)" and info["source_format"] == "gguf"
-    assert info["int4_decode"] == {"projections": "0 of 126", "output_head": False}  # float32: dense
+    # every projection and the (tied) output head read in place from the file's blocks
+    assert info["quantized"] == {"projections": "126 of 126", "output_head": True, "kernels": backend()}
     assert info["tokenizer"]["special_token_ids"]["<|fim_prefix|>"] is None
-    assert info["tokenizer"]["vocab_size"] == 262144 and info["dtype"] == "float32"
+    assert info["tokenizer"]["vocab_size"] == 262144 and info["dtype"] == "bfloat16"
 
 
 @pytest.mark.slow
-def test_info_in_bfloat16_decodes_through_int4():
-    """Every projection whose file type has an int4 plane layout, and the Q8_0 output head (from the file)."""
+def test_info_of_a_dense_load():
     from codegemma.cli.info import describe
-    from codegemma.weights.gguf import open_gguf
-    from codegemma.weights.quants import AFFINE
 
-    reader = open_gguf(default_model_path())
-    projections = [t for t in reader.tensors if t.name.startswith("blk.") and not t.name.endswith("norm.weight")]
-    packable = sum(t.tensor_type.name in AFFINE for t in projections)
-    assert 0 < packable < len(projections)
-    info = describe(codegemma.load("default", dtype="bfloat16"), "default")
-    assert info["int4_decode"] == {"projections": f"{packable} of {len(projections)}", "output_head": True}
+    info = describe(codegemma.load("default", keep_quantized=False), "default")
+    assert info["quantized"] == {"projections": "0 of 126", "output_head": False, "kernels": None}
+    assert info["dtype"] == "float32"
 
 
 def test_single_line_infilling_without_fim_keeps_one_line(model, tmp_path):

@@ -69,47 +69,74 @@ def test_dequantization_equals_the_gguf_package(quantized):
     assert {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16", "BF16"} <= covered
 
 
-def test_int4_planes_equal_the_exact_weights(quantized):
-    """The int4 decode planes of every packable format give x @ W.T of the exact dequantized W."""
-    from codegemma.quantized import int4_kernel_available, int4_planes
-    from codegemma.weights.quants import AFFINE
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_kernels_use_exactly_the_gguf_weights(quantized, backend, monkeypatch):
+    """Every 2-D tensor of every format: the kernels' rows are the gguf package's values bit for bit, the
+    products are those of the exact weights (float64 reference), and a row's result is the same alone
+    or among others, in the compiled op and in the PyTorch fallback."""
+    from gguf.quants import dequantize as reference
 
-    if not int4_kernel_available():
-        pytest.skip("this torch has no int4 CPU kernel")
+    from codegemma import kernels
+    from codegemma.kernels import GGUFMatrix, dequant_rows, qgemv
+
+    if backend == "cpp" and kernels.backend() != "cpp":
+        pytest.skip("the C++ kernels did not build here (no compiler?)")
+    monkeypatch.setattr(kernels, "_backend", backend)
     torch.manual_seed(0)
     covered = set()
     for path in quantized.values():
         for t in open_gguf(path).tensors:
-            if t.tensor_type.name not in AFFINE or len(t.shape) != 2:
+            if len(t.shape) != 2 or not kernels.supported(t.tensor_type.name, int(t.shape[0])):
                 continue
-            exact = dequantize(t)  # (out, in) float32
+            rows, cols = int(t.shape[1]), int(t.shape[0])
             raw = torch.from_numpy(np.asarray(t.data).view(np.uint8).reshape(-1))
-            planes = int4_planes(raw, t.tensor_type.name, *exact.shape)
-            assert planes is not None
-            planes.track(exact)
-            x = torch.randn(3, exact.shape[1]).bfloat16()
-            with torch.inference_mode():
-                assert planes.applies(x)
-                got = planes(x).float()
-            want = x.float() @ exact.T
-            # bfloat16 scales and outputs: errors of a few parts in a thousand of the output's scale
-            assert (got - want).abs().max() < 1.5e-2 * want.abs().max(), f"{path.name} {t.name} {t.tensor_type.name}"
+            m = GGUFMatrix(raw, t.tensor_type.name, rows, cols)
+            exact = torch.from_numpy(np.array(reference(t.data, t.tensor_type), dtype=np.float32)).reshape(rows, cols)
+            assert torch.equal(dequant_rows(m), exact), f"{path.name} {t.name}"
+            ids = torch.tensor([rows - 1, 0, 3])
+            assert torch.equal(dequant_rows(m, ids, torch.bfloat16), exact[ids].bfloat16())
+            for dtype in (torch.float32, torch.bfloat16):
+                x = torch.randn(6, cols).to(dtype)
+                got = qgemv(x, [m], f32_out=True)[0]
+                want = x.double() @ exact.double().T
+                assert (got.double() - want).abs().max() < 1e-5 * want.abs().max(), f"{path.name} {t.name} {dtype}"
+                alone = torch.cat([qgemv(x[i:i + 1], [m], f32_out=True)[0] for i in range(6)])
+                assert torch.equal(got, alone), f"{path.name} {t.name}: a row's result depends on its company"
             covered.add(t.tensor_type.name)
-    assert covered == set(AFFINE)
+    assert {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16", "BF16"} <= covered
+
+
+def test_keep_quantized_is_for_gguf_files(f32_gguf):
+    folder, _ = f32_gguf
+    with pytest.raises(ModelLoadError, match="GGUF files on CPU"):
+        load(folder, keep_quantized=True)
+
+
+def test_bad_blocks_are_refused():
+    from codegemma.kernels import GGUFMatrix, qgemv
+
+    with pytest.raises(ValueError, match="cannot hold"):
+        GGUFMatrix(torch.zeros(33, dtype=torch.uint8), "Q8_0", 1, 32)
+    with pytest.raises(ValueError, match="no kernel"):
+        GGUFMatrix(torch.zeros(34, dtype=torch.uint8), "IQ2_XXS", 1, 32)
+    m = GGUFMatrix(torch.zeros(34, dtype=torch.uint8), "Q8_0", 1, 32)
+    with pytest.raises(RuntimeError):
+        qgemv(torch.zeros(1, 64), [m])  # x has the wrong width
 
 
 @pytest.mark.parametrize("kind", ["Q4_K_M", "Q8_0"])
-def test_int4_decoding_tracks_the_float32_model(quantized, kind):
-    from codegemma.weights.quants import AFFINE
-
+def test_quantized_loading_tracks_the_float32_model(quantized, kind):
+    """The default GGUF load (blocks read in place, bfloat16 activations) against every weight dequantized
+    to float32; with float32 activations the kernels give the dense float32 model's logits."""
     path = quantized[kind]
-    head_type = next(t.tensor_type.name for t in open_gguf(path).tensors if t.name == "token_embd.weight")
-    exact = load(path)
-    fast = load(path, dtype="bfloat16")  # int4 decoding is on by default for bfloat16 on CPU
-    plain = load(path, dtype="bfloat16", int4_decode=False)
-    packed = [m for m in fast.model.modules() if type(m).__name__ == "Int4DecodeLinear"]
-    assert packed and plain.model.decode_head is None
-    assert (fast.model.decode_head is not None) == (head_type in AFFINE)
+    exact = load(path, dtype="float32", keep_quantized=False)
+    fast = load(path)
+    same = load(path, dtype="float32")
+    assert fast.model.dtype == torch.bfloat16 and same.model.dtype == torch.float32
+    kinds = {type(m).__name__ for m in fast.model.modules()}
+    assert {"GGUFLinear", "GGUFEmbedding"} <= kinds and "Linear" not in kinds
+    dense_values = sum(p.numel() for p in fast.model.parameters())
+    assert dense_values < 0.01 * exact.model.model.embed_tokens.weight.numel()  # only the norms: no copies
     ids = exact.tokenizer.encode("def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n")
     want = exact.logits(ids).numpy()
 
@@ -121,21 +148,15 @@ def test_int4_decoding_tracks_the_float32_model(quantized, kind):
         model.clear_cache()
         return np.array(out)
 
-    got, dense = one_by_one(fast), one_by_one(plain)
     scale = np.abs(want).mean()
-    assert np.abs(got - want).mean() < 0.05 * scale
-    assert np.abs(got - want).mean() < 2 * np.abs(dense - want).mean()  # about as close as dense bfloat16
-    assert exact.generate("def f(x):", max_tokens=12) == fast.generate("def f(x):", max_tokens=12)
-    with pytest.raises(ModelLoadError, match="bfloat16"):
-        load(path, int4_decode=True)  # float32
-    layer = packed[0]
-    x = torch.randn(1, layer.in_features).bfloat16()
-    with torch.inference_mode():
-        assert layer.int4.applies(x)
-    with torch.no_grad():
-        layer.weight.zero_()  # as training or load_state_dict would: the planes are stale now
-    with torch.inference_mode():
-        assert not layer.int4.applies(x) and not layer(x).any()
+    assert np.abs(same.logits(ids).numpy() - want).max() < 1e-4 * np.abs(want).max()  # prefill, dequantized GEMMs
+    assert np.abs(one_by_one(same) - want).max() < 1e-4 * np.abs(want).max()  # decoding, the kernels
+    assert np.abs(one_by_one(fast) - want).mean() < 0.05 * scale
+    assert exact.generate("def f(x):", max_tokens=12) == same.generate("def f(x):", max_tokens=12)
+    layer = next(m for m in fast.model.modules() if type(m).__name__ == "GGUFLinear")
+    with pytest.raises(RuntimeError, match="inference"):
+        layer(torch.randn(2, layer.in_features, requires_grad=True))
+
 
 
 def test_hf_to_gguf_runs_in_llama_cpp_with_matching_logits(f32_gguf):
@@ -150,7 +171,7 @@ def test_hf_to_gguf_runs_in_llama_cpp_with_matching_logits(f32_gguf):
 
 def test_gguf_path_equals_safetensors_path(f32_gguf):
     folder, gguf_path = f32_gguf
-    a, b = load(folder), load(gguf_path)
+    a, b = load(folder), load(gguf_path, dtype="float32")
     ids = a.tokenizer.encode("import os\nclass A:\n    pass\n")
     assert b.tokenizer.encode("import os\nclass A:\n    pass\n") == ids
     assert (a.logits(ids) - b.logits(ids)).abs().max().item() < 1e-5
@@ -210,7 +231,7 @@ def test_gemma2_and_gemma3_match_transformers_and_llama_cpp(arch, tmp_path, tok_
         model.clear_cache()
     assert (torch.cat(steps) - expected).abs().max().item() < 1e-4
     gguf_path = hf_to_gguf(tmp_path / "hf", tmp_path / "m.gguf")
-    again = load(gguf_path)
+    again = load(gguf_path, dtype="float32")
     if arch == "gemma3-scaled":
         assert ours.config.rope_scaling_factor == again.config.rope_scaling_factor == 8.0
     assert (again.logits(ids) - expected).abs().max().item() < 1e-4

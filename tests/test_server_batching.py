@@ -23,9 +23,9 @@ def cg(tiny_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def int4_model():
-    """The default model as `make run` serves it: bfloat16 with int4 decoding kernels."""
-    return load("default", dtype="bfloat16")
+def quantized_model(default_model):
+    """The default model as `make run` serves it: its blocks read by the quantized kernels, bfloat16."""
+    return default_model
 
 
 def alone_logits(model, prompt: list[int]) -> torch.Tensor:
@@ -37,9 +37,9 @@ def alone_logits(model, prompt: list[int]) -> torch.Tensor:
         return model.decode_rows([prompt[-1]], Rows((0,), (len(prompt) - 1,)), cache)
 
 
-@pytest.mark.parametrize("which", ["tiny", "default int4"])
-def test_rows_of_different_lengths_decode_exactly_as_alone(which, cg, int4_model):
-    model = cg.model if which == "tiny" else int4_model.model
+@pytest.mark.parametrize("which", ["tiny", "default quantized"])
+def test_rows_of_different_lengths_decode_exactly_as_alone(which, cg, quantized_model):
+    model = cg.model if which == "tiny" else quantized_model.model
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(3, min(vocab, 1000), (n,), generator=g).tolist() for n in (5, 40, 17, 90, 3, 61)]
@@ -51,7 +51,7 @@ def test_rows_of_different_lengths_decode_exactly_as_alone(which, cg, int4_model
         together = model.decode_rows([p[-1] for p in prompts], Rows(rows, tuple(len(p) - 1 for p in prompts)), cache)
     for i, p in enumerate(prompts):
         alone = alone_logits(model, p)
-        if which == "default int4":  # the int4 kernels take rows four at a time: bit for bit
+        if which == "default quantized":  # the kernels' rows never share an accumulator: bit for bit
             assert torch.equal(together[i:i + 1], alone), f"row {i} differs from its decoding alone"
         else:  # a dense float32 GEMM of several rows may round unlike a single row's product (BLAS's choice)
             torch.testing.assert_close(together[i:i + 1], alone, rtol=1e-5, atol=1e-5)
@@ -86,13 +86,13 @@ def collect(jobs: list[Job]):
     return asyncio.gather(*(one(j) for j in jobs))
 
 
-def test_continuous_batching_gives_each_request_its_text_alone(int4_model):
+def test_continuous_batching_gives_each_request_its_text_alone(quantized_model):
     """Requests arriving at different times, with different limits and sampling settings, decoded together,
     each get exactly the text they get from an engine serving one request at a time. (Without the prefix
     cache: keys reused from another prompt's prefill were computed in a GEMM of another shape, which may
     round differently in the last bit, as in any prefix cache; for the same reason the engine, which
     feeds a prompt's last token as its first decoding step, may differ at a near-tie from cg.run.)"""
-    cg = int4_model
+    cg = quantized_model
     sources = ["def fibonacci(n):\n", "import os\n\nclass Config:\n    def __init__(self", "SELECT name FROM",
                "// quicksort in C\nvoid sort(int *a, int n) {\n", "<html>\n  <body>\n", "fn main() {\n    let"]
     specs = [(cg.tokenizer.encode(src, bos=True), Options(max_tokens=12 + 4 * i, temperature=0.8 if i % 2 else 0.0,

@@ -25,6 +25,7 @@ from .sources import ModelLoadError, resolve
 from .tokenizer import Tokenizer, load_tokenizer
 from .weights import CheckpointError, load_hf_folder
 
+SPECULATE = 8  # the longest prompt-lookup draft verified in one pass (generate/speculate.py)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -53,6 +54,7 @@ class Options:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     stop_ids: tuple[int, ...] = ()
+    speculate: bool | None = None  # prompt-lookup speculative decoding; None: where it is exact (GGUF kernels)
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_k, self.top_p, self.min_p, self.repetition_penalty, self.seed)
@@ -94,7 +96,8 @@ class CodeGemma:
     def settings(self, options: Options) -> GenerationSettings:
         """The decode loop's settings for options: the end-of-sequence token always stops."""
         stop_ids = tuple(sorted(set(options.stop_ids) | {self.tokenizer.eos_id}))
-        return GenerationSettings(options.max_tokens, options.sampling(), stop_ids)
+        speculate = self.model.rows_independent() if options.speculate is None else options.speculate
+        return GenerationSettings(options.max_tokens, options.sampling(), stop_ids, SPECULATE if speculate else 0)
 
     def run(self, prompts: Sequence[Sequence[int]], options: Options) -> list[Completion]:
         out = [Completion("", "length", len(p), 0) for p in prompts]
@@ -164,7 +167,8 @@ class CodeGemma:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """None picks float32 on CPU, bfloat16 on CUDA (float16 where the GPU lacks bf16)."""
+    """None picks float32 on CPU, bfloat16 on CUDA (float16 where the GPU lacks bf16); `load` picks bfloat16
+    for a GGUF file read by the quantized kernels."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None:
@@ -188,34 +192,28 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _int4_decode(requested: bool | None, device: torch.device, dtype: torch.dtype, keep_quantized: bool) -> bool:
-    from .quantized import int4_kernel_available
-
-    fits = device.type == "cpu" and dtype == torch.bfloat16 and not keep_quantized and int4_kernel_available()
-    if requested and not fits:
-        raise ModelLoadError("int4 decoding needs dtype bfloat16 on CPU, without keep_quantized")
-    return fits if requested is None else requested
-
-
 def load(path: str | Path = "default", *, device: str | torch.device = "cpu",
-         dtype: str | torch.dtype | None = None, keep_quantized: bool = False,
-         int4_decode: bool | None = None) -> CodeGemma:
+         dtype: str | torch.dtype | None = None, keep_quantized: bool | None = None) -> CodeGemma:
     """Loads a Hugging Face folder, a .gguf file, or "default" (the embedded model).
 
-    keep_quantized (GGUF only): projections stay in their GGML block format, dequantized on the fly.
-    int4_decode (GGUF only): decode through int4 copies of the file's blocks (quantized.Int4Planes);
-    None turns it on where it applies, bfloat16 on CPU with the kernel present.
+    GGUF on CPU: by default (keep_quantized None or True) the projections and the embedding are read in
+    place from the memory-mapped file by the quantized kernels (codegemma.kernels), and activations
+    are bfloat16 unless `dtype` says otherwise; keep_quantized=False dequantizes every weight to
+    `dtype` (float32 by default), as training needs.
     """
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
     source = resolve(path)
+    gguf = source.kind != "hf"
+    if keep_quantized and (not gguf or dev.type != "cpu"):
+        raise ModelLoadError("keep_quantized applies to GGUF files on CPU (the kernels read the file's blocks)")
+    quantized = gguf and dev.type == "cpu" and keep_quantized is not False
+    dt = torch.bfloat16 if quantized and dtype is None else resolve_dtype(dtype, dev)
     try:
         if source.kind == "hf":
             model, tokenizer = load_hf_folder(source.path, device=dev, dtype=dt), load_tokenizer(source.path)
         else:
             from .weights.gguf import load_gguf
-            model, tokenizer = load_gguf(source.path, device=dev, dtype=dt, keep_quantized=keep_quantized,
-                                         int4_decode=_int4_decode(int4_decode, dev, dt, keep_quantized))
+            model, tokenizer = load_gguf(source.path, device=dev, dtype=dt, keep_quantized=quantized)
     except CheckpointError as exc:
         raise ModelLoadError(str(exc)) from exc
     return CodeGemma(model, tokenizer, name=source.name,

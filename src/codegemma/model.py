@@ -38,6 +38,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.linear(x, weight)
 
 
+def project(x: torch.Tensor, *layers: nn.Module) -> list[torch.Tensor]:
+    """x through several projections of the same input (q/k/v, gate/up): one kernel call where they all
+    read a GGUF file's blocks (quantized.GGUFLinear.fused), else one after the other."""
+    fused = getattr(layers[0], "fused", None)
+    out = fused(x, layers) if fused is not None else None
+    return [layer(x) for layer in layers] if out is None else out
+
+
 class Linear(nn.Linear):
     """A bias-free projection computed by `linear`."""
 
@@ -127,9 +135,10 @@ class Attention(nn.Module):
         `row` only; with `start` a Rows, one token per sequence, each attending its own row (mask: one
         per sequence, None where nothing is masked)."""
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, hd)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)  # (B, T, n_kv, hd)
-        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hd)
+        q, k, v = project(x, self.q_proj, self.k_proj, self.v_proj)
+        q = q.view(B, T, self.n_heads, self.head_dim)  # (B, T, H, hd)
+        k = k.view(B, T, self.n_kv, self.head_dim)  # (B, T, n_kv, hd)
+        v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hd)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q.transpose(1, 2), cos, sin)  # (B, H, T, hd)
@@ -180,7 +189,8 @@ class MLP(nn.Module):
         self.down_proj = Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+        gate, up = project(x, self.gate_proj, self.up_proj)
+        return self.down_proj(F.gelu(gate, approximate="tanh") * up)
 
 
 class Block(nn.Module):
@@ -223,15 +233,23 @@ class GemmaForCausalLM(nn.Module):
         super().__init__()
         self.config = config
         self.model = GemmaModel(config)  # the output head is model.embed_tokens (tied)
-        self.decode_head: nn.Module | None = None  # a faster head for decoding (quantized.Int4Planes)
+        self._rope: dict[tuple[float, float], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def device(self) -> torch.device:
-        return self.model.embed_tokens.weight.device
+        return self.model.norm.weight.device
 
     @property
-    def dtype(self) -> torch.dtype:
-        return self.model.embed_tokens.weight.dtype
+    def dtype(self) -> torch.dtype:  # of activations (the embedding may be a GGUF file's blocks)
+        return self.model.norm.weight.dtype
+
+    def rows_independent(self) -> bool:
+        """Whether each row of a pass gets the bits it gets alone, which exact speculative decoding needs: true
+        where every projection and the output head are GGUF kernels (quantized.py), whose rows never share
+        an accumulator (attention in decode_rows is per row anyway). Dense GEMMs leave it to the BLAS."""
+        projections = [m for m in self.modules() if isinstance(m, nn.Linear) or hasattr(m, "fused")]
+        return bool(projections) and all(hasattr(m, "fused") for m in projections) and hasattr(
+            self.model.embed_tokens, "logits")
 
     def make_cache(self, batch: int, max_len: int, *, empty: bool = False) -> list[KVCache]:
         """A KV cache per layer (batch rows of max_len slots) on the model's device and dtype, not attached:
@@ -315,22 +333,38 @@ class GemmaForCausalLM(nn.Module):
         return self.config.rope_base(layer), self.config.rope_scale(layer)
 
     def _rope_tables(self, positions: torch.Tensor, dtype: torch.dtype) -> dict[tuple[float, float], tuple]:
-        """cos/sin tables per distinct (RoPE base, position scale) of the layers, for (B, T) positions."""
+        """cos/sin tables per distinct (RoPE base, position scale) of the layers, for (B, T) positions: rows
+        of a table computed once for positions 0..n (grown by doubling), the same values computed alone."""
         tables = {}
+        whole = not positions.is_floating_point() and positions.numel() and int(positions.min()) >= 0
         for i in range(self.config.num_hidden_layers):
             base, scale = key = self._rope_key(i)
-            if key not in tables:
+            if key in tables:
+                continue
+            if whole:
+                cos, sin = self._rope_table(key, dtype, int(positions.max()) + 1)
+                tables[key] = cos[positions][:, None], sin[positions][:, None]
+            else:
                 pos = positions if scale == 1.0 else positions.float() / scale
                 tables[key] = rope_cos_sin(pos, self.config.head_dim, base, dtype)
         return tables
 
+    def _rope_table(self, key: tuple[float, float], dtype: torch.dtype, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cached = self._rope.get((key, dtype))
+        if cached is None or cached[0].shape[0] < n or cached[0].device != self.device:
+            size = max(n, 2 * cached[0].shape[0] if cached is not None else 4096)
+            base, scale = key
+            pos = torch.arange(size, device=self.device)[None]
+            pos = pos if scale == 1.0 else pos.float() / scale
+            cos, sin = rope_cos_sin(pos, self.config.head_dim, base, dtype)  # (1, 1, size, hd)
+            cached = self._rope[(key, dtype)] = (cos[0, 0], sin[0, 0])
+        return cached
+
     def output(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm and the tied output head, float32 logits, Gemma 2's final soft-cap if configured."""
         x = self.model.norm(x)
-        if self.decode_head is not None and self.decode_head.applies(x):
-            logits = self.decode_head(x).float()
-        else:
-            logits = linear(x, self.model.embed_tokens.weight).float()
+        head = self.model.embed_tokens
+        logits = head.logits(x) if hasattr(head, "logits") else linear(x, head.weight).float()
         cap = self.config.final_logit_softcapping
         return torch.tanh(logits / cap) * cap if cap else logits
 

@@ -1,183 +1,94 @@
-"""Linear layers that use a GGUF file's quantized blocks directly.
+"""Projections and the embedding read straight from a GGUF file's blocks (codegemma.kernels).
 
-Applied from outside the model (the loader swaps modules), so model.py stays one plain definition.
+Applied from outside the model (the GGUF loader swaps these modules in), so model.py stays one plain
+definition. The block bytes are views of the memory-mapped file: no second copy of a weight is kept.
 
-- QuantizedLinear keeps only the block bytes and dequantizes on each forward: the memory of the file,
-  slower than dense weights.
-- Int4Planes re-packs a block format into PyTorch's int4 matrix-vector kernel (AVX-512/AVX2 on CPU,
-  bfloat16): decoding reads 4-8 bits per weight instead of 16. A format of 5-8 bits becomes two
-  planes of 4 bits whose sum is the weight. The kernel is slower than a dense GEMM beyond a few rows,
-  so Int4DecodeLinear keeps the dense weight for prompts and uses the planes for 1-4 rows.
+- GGUFLinear: x @ W.T. Up to KERNEL_ROWS rows (decoding, speculative verification, batched sequences)
+  go through the matrix-vector kernel, which reads the blocks in place and gives each row the same
+  result however many rows share the call. Longer inputs (prompts) multiply by W dequantized into the
+  activation dtype for that call, so they run on oneDNN's GEMMs.
+- GGUFEmbedding: the (tied) embedding, rows dequantized as they are looked up; as the output head it
+  is the kernel with float32 logits.
+
+Both give exactly the float32 weights of the `gguf` package's dequantization (bfloat16 activations
+round those once, as a bfloat16 dense copy would). Inference only: there is no backward.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .model import linear
-from .weights.quants import AFFINE, KERNELS, affine_groups, dequantize_blocks
+from .kernels import GGUFMatrix, dequant_rows, qgemv
 
-DECODE_ROWS = 4  # beyond this many rows the dense bf16 GEMM is faster than the int4 kernel
-GROUP = 32
-ROW_CHUNK = 4096  # rows packed at a time (a multiple of 16)
+KERNEL_ROWS = 16  # beyond this many rows a dequantized GEMM is faster than the matrix-vector kernel
 
 
-def int4_kernel_available() -> bool:
-    return hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")
+def _kernel_rows(x: torch.Tensor) -> bool:
+    return x.numel() <= KERNEL_ROWS * x.shape[-1]
 
 
-class QuantizedLinear(nn.Module):
-    def __init__(self, raw: torch.Tensor, type_name: str, out_features: int, in_features: int,
-                 compute_dtype: torch.dtype) -> None:
+def _dense(matrix: GGUFMatrix, dtype: torch.dtype) -> torch.Tensor:
+    if dtype in (torch.float32, torch.bfloat16):
+        return dequant_rows(matrix, dtype=dtype)
+    return dequant_rows(matrix).to(dtype)
+
+
+class GGUFLinear(nn.Module):
+    def __init__(self, matrix: GGUFMatrix) -> None:
         super().__init__()
-        if type_name not in KERNELS:
-            raise ValueError(f"{type_name} has no PyTorch kernel; load it dequantized")
-        self.register_buffer("raw", raw, persistent=False)  # (n_blocks * block_bytes,) uint8
-        self.type_name = type_name
-        self.out_features, self.in_features = out_features, in_features
-        self.compute_dtype = compute_dtype
-
-    @property
-    def weight(self) -> torch.Tensor:
-        values = dequantize_blocks(self.raw, self.type_name, self.out_features * self.in_features)
-        return values.reshape(self.out_features, self.in_features).to(self.compute_dtype)
+        self.matrix = matrix
+        self.in_features, self.out_features = matrix.cols, matrix.rows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight)
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise RuntimeError("GGUF quantized weights are for inference; load with keep_quantized=False to train")
+        if _kernel_rows(x):
+            return qgemv(x, [self.matrix])[0]
+        return F.linear(x, _dense(self.matrix, x.dtype))
+
+    @staticmethod
+    def fused(x: torch.Tensor, layers) -> list[torch.Tensor] | None:
+        """x through several of these in one kernel call (q/k/v, gate/up), or None where that does not apply."""
+        if not _kernel_rows(x) or not all(isinstance(layer, GGUFLinear) for layer in layers):
+            return None
+        return qgemv(x, [layer.matrix for layer in layers])
 
     def extra_repr(self) -> str:
-        return f"{self.in_features} -> {self.out_features}, {self.type_name}"
+        return f"{self.in_features} -> {self.out_features}, {self.matrix.type_name}"
 
 
-def swap_in(model: nn.Module, name: str, raw: torch.Tensor, type_name: str, shape: tuple[int, int]) -> None:
-    """Replaces the Linear whose weight is `name` (e.g. model.layers.0.mlp.up_proj.weight)."""
-    parent, attr, old = _linear(model, name)
-    if (old.out_features, old.in_features) != shape:
-        raise ValueError(f"{name}: not a Linear of shape {shape}")
-    setattr(parent, attr, QuantizedLinear(raw, type_name, shape[0], shape[1], old.weight.dtype))
-
-
-def _linear(model: nn.Module, name: str) -> tuple[nn.Module, str, nn.Linear]:
-    """The parent module, attribute name and Linear whose weight is `name`."""
-    path = name.removesuffix(".weight").split(".")
-    parent = model.get_submodule(".".join(path[:-1]))
-    old = getattr(parent, path[-1])
-    if not isinstance(old, nn.Linear):
-        raise ValueError(f"{name}: not a Linear")
-    return parent, path[-1], old
-
-
-class Int4Planes(nn.Module):
-    """x @ W.T for W given as int4 planes: sum over planes of (u - 8) * scale + zero, per 32-value group.
-
-    Buffers only, none persistent: state dicts and checkpoints never see the planes. They are a copy
-    of `source` (the dense weight) as loaded; once anything writes to it (training, load_state_dict),
-    its version moves on and the planes stand aside for good.
-    """
-
-    def __init__(self, planes: list[tuple[torch.Tensor, torch.Tensor]], out_features: int) -> None:
+class GGUFEmbedding(nn.Module):
+    def __init__(self, matrix: GGUFMatrix, dtype: torch.dtype) -> None:
         super().__init__()
-        self.n_planes, self.out_features = len(planes), out_features
-        self._source: list[torch.Tensor] = []  # a list, so the weight is not registered twice
-        self._version = -1
-        for i, (packed, scales_zeros) in enumerate(planes):
-            self.register_buffer(f"packed{i}", packed, persistent=False)
-            self.register_buffer(f"scales_zeros{i}", scales_zeros, persistent=False)
+        self.matrix, self.dtype = matrix, dtype
+        self.num_embeddings, self.embedding_dim = matrix.rows, matrix.cols
 
-    def track(self, source: torch.Tensor) -> None:
-        self._source, self._version = [source], source._version
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = _dense_rows(self.matrix, ids.reshape(-1), self.dtype)
+        return rows.reshape(*ids.shape, self.embedding_dim)
 
-    def applies(self, x: torch.Tensor) -> bool:
-        """Decoding-sized bf16 CPU inputs outside autograd (the kernel has no backward), planes current:
-        up to DECODE_ROWS rows, or one token for each of any number of sequences (B, 1, D)."""
-        decoding = x.numel() <= DECODE_ROWS * x.shape[-1] or (x.dim() == 3 and x.shape[1] == 1)
-        return (x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.is_grad_enabled() and decoding
-                and bool(self._source) and self._source[0]._version == self._version)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """x @ W.T in float32, W the embedding (the tied output head)."""
+        return qgemv(x, [self.matrix], f32_out=True)[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """DECODE_ROWS rows at a time: a row's result never depends on how many others share its batch."""
-        x2 = x.reshape(-1, x.shape[-1])
-        out = []
-        for first in range(0, x2.shape[0], DECODE_ROWS):
-            rows = x2[first:first + DECODE_ROWS]
-            y = None
-            for i in range(self.n_planes):
-                part = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, getattr(self, f"packed{i}"), GROUP,
-                                                                    getattr(self, f"scales_zeros{i}"))
-                y = part if y is None else y + part
-            out.append(y)
-        return (out[0] if len(out) == 1 else torch.cat(out)).reshape(*x.shape[:-1], self.out_features)
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, {self.matrix.type_name}"
 
 
-class Int4DecodeLinear(nn.Linear):
-    """A Linear (same weight, same state dict) that decodes through Int4Planes."""
-
-    def __init__(self, weight: nn.Parameter, planes: Int4Planes) -> None:
-        super().__init__(weight.shape[1], weight.shape[0], bias=False, device="meta")
-        self.weight = weight
-        self.int4 = planes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.int4(x) if self.int4.applies(x) else linear(x, self.weight)
+def _dense_rows(matrix: GGUFMatrix, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if dtype in (torch.float32, torch.bfloat16):
+        return dequant_rows(matrix, ids, dtype)
+    return dequant_rows(matrix, ids).to(dtype)
 
 
-def int4_planes(raw: torch.Tensor, type_name: str, out_features: int, in_features: int) -> Int4Planes | None:
-    """The planes of a GGUF tensor (raw block bytes), or None where its format or shape does not fit.
+def summary(model: nn.Module) -> dict:
+    """How many projections read the file's blocks, and whether the output head does."""
+    quantized = sum(isinstance(m, GGUFLinear) for m in model.modules())
+    dense = sum(isinstance(m, nn.Linear) for m in model.modules())
+    from .kernels import backend
 
-    The weight is scale * q + offset per group. 4-bit q is one plane with zero = 8 * scale + offset.
-    Wider q is split as lo + 16 * hi: the lo plane as above, the hi plane u = hi + 8 - c with scale
-    16 * scale and zero 0, which adds 16 * scale * (hi - c); c = 1 for Q5_0 (offset -16 * scale), so
-    every zero is then a power of two times the scale and exact in bfloat16. Rows are packed in
-    chunks, so the temporaries stay small beside a 262k-row output head.
-    """
-    if type_name not in AFFINE or out_features % 16:
-        return None
-    per_block, nbytes = KERNELS[type_name][:2]  # blocks of 32 or 256 values: whole groups
-    if in_features % per_block:
-        return None
-    row_bytes = in_features // per_block * nbytes
-    chunks: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
-    for first in range(0, out_features, ROW_CHUNK):
-        rows = min(ROW_CHUNK, out_features - first)
-        chunks.append(_pack_rows(raw[first * row_bytes:(first + rows) * row_bytes], type_name, rows, in_features))
-    planes = [(torch.cat([c[i][0] for c in chunks]), torch.cat([c[i][1] for c in chunks], dim=1))
-              for i in range(len(chunks[0]))]
-    return Int4Planes(planes, out_features)
-
-
-def _pack_rows(raw: torch.Tensor, type_name: str, rows: int, cols: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    q, scale, offset, bits = affine_groups(raw, type_name)
-    q = q.int().reshape(rows, cols)
-    scale, offset = scale.reshape(rows, cols // GROUP), offset.reshape(rows, cols // GROUP)
-    if bits == 4:
-        parts = [(q, scale, 8 * scale + offset)]
-    else:
-        c = 1 if type_name == "Q5_0" else 0
-        parts = [(q & 15, scale, 8 * scale + offset + 16 * c * scale),
-                 ((q >> 4) + 8 - c, 16 * scale, torch.zeros_like(scale))]
-    out = []
-    for u, s, z in parts:
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(u.contiguous(), 1)
-        scales_zeros = torch.stack([s, z], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
-        out.append((packed, scales_zeros))  # (rows, cols / 2) uint8, (cols / 32, rows, 2)
-    return out
-
-
-def install_int4(model: nn.Module, name: str, raw: torch.Tensor, type_name: str) -> bool:
-    """Gives the Linear `name` (or the tied output head, for model.embed_tokens.weight) int4 decoding."""
-    head = name == "model.embed_tokens.weight"
-    if head:
-        weight = model.model.embed_tokens.weight
-    else:
-        parent, attr, dense = _linear(model, name)
-        weight = dense.weight
-    planes = int4_planes(raw, type_name, weight.shape[0], weight.shape[1])
-    if planes is None:
-        return False
-    planes.track(weight)
-    if head:
-        model.decode_head = planes
-    else:
-        setattr(parent, attr, Int4DecodeLinear(weight, planes))
-    return True
+    return {"projections": f"{quantized} of {quantized + dense}",
+            "output_head": isinstance(model.model.embed_tokens, GGUFEmbedding),
+            "kernels": backend() if quantized else None}

@@ -22,11 +22,11 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="HF folder, .gguf file, or 'default' (the embedded model)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="weights and activations (default: float32 on CPU, bfloat16 on CUDA)")
-    p.add_argument("--keep-quantized", action="store_true",
-                   help="GGUF: keep projection weights quantized (less memory, slower)")
-    p.add_argument("--no-int4-decode", dest="int4_decode", action="store_const", const=False, default=None,
-                   help="GGUF in bfloat16 on CPU: decode with the dense weights, not the int4 kernels")
+                   help="activations (and dense weights); default: bfloat16 for GGUF on CPU and on CUDA, "
+                        "float32 for other models on CPU")
+    p.add_argument("--dense", dest="keep_quantized", action="store_const", const=False, default=None,
+                   help="GGUF on CPU: dequantize every weight to --dtype instead of reading the file's "
+                        "quantized blocks in place (more memory, slower decoding)")
 
 
 def sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -38,6 +38,8 @@ def sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="1.0 = off (default; Gemma dislikes 1.1)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--no-speculate", dest="speculate", action="store_const", const=False, default=None,
+                   help="turn off prompt-lookup speculative decoding (on where it is exact: GGUF on CPU)")
 
 
 def options(args: argparse.Namespace) -> dict:
@@ -47,7 +49,8 @@ def options(args: argparse.Namespace) -> dict:
     if args.max_tokens < 0:
         raise CliError("--max-tokens must be >= 0")
     chosen = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                  min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed, stop=tuple(args.stop))
+                  min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed, stop=tuple(args.stop),
+                  speculate=args.speculate)
     try:
         Options(**chosen).sampling()
     except ValueError as exc:
@@ -58,8 +61,7 @@ def options(args: argparse.Namespace) -> dict:
 def load_model(args: argparse.Namespace) -> CodeGemma:
     from ..api import load
 
-    return load(args.model, device=args.device, dtype=args.dtype, keep_quantized=args.keep_quantized,
-                int4_decode=args.int4_decode)
+    return load(args.model, device=args.device, dtype=args.dtype, keep_quantized=args.keep_quantized)
 
 
 def emit(chunks: Iterable[str], out=None) -> None:

@@ -1,4 +1,4 @@
-"""`codegemma info`: a model's config, special token ids, FIM support and int4 decoding."""
+"""`codegemma info`: a model's config, special token ids, FIM support and which weights the quantized kernels read."""
 
 from __future__ import annotations
 
@@ -33,17 +33,13 @@ def describe(m: CodeGemma, spec: str) -> dict:
             "completion": "fill-in-the-middle" if m.fim_native else "left-to-right (no FIM tokens)",
             "parameters": sum(p.numel() for p in m.model.parameters()),
             "dtype": str(m.model.dtype).removeprefix("torch."), "source_format": m.source_format,
-            "int4_decode": int4_summary(m.model)}
+            "quantized": quantized_summary(m.model)}
 
 
-def int4_summary(model) -> dict:
-    """Which projections decode through int4 planes (GGUF in bfloat16 on CPU), and whether the head does."""
-    from torch import nn
+def quantized_summary(model) -> dict:
+    from ..quantized import summary
 
-    from ..quantized import Int4DecodeLinear
-    packed = sum(isinstance(mod, Int4DecodeLinear) for mod in model.modules())
-    linears = sum(isinstance(mod, nn.Linear) for mod in model.modules())
-    return {"projections": f"{packed} of {linears}", "output_head": model.decode_head is not None}
+    return summary(model)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import CodeGemmaError
-from ..model import GemmaForCausalLM
+from ..model import GemmaForCausalLM, Rows
 from .sampling import SamplingParams, sample
+from .speculate import PromptLookup
 
 
 class ContextOverflow(CodeGemmaError, ValueError):
@@ -21,10 +22,13 @@ class GenerationSettings:
     max_tokens: int = 256
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop_ids: tuple[int, ...] = ()  # generation of a row ends when it produces one of these
+    speculate: int = 0  # prompt-lookup drafts of up to this many tokens (one sequence; 0 = off)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 0:
             raise ValueError("max_tokens must be >= 0")
+        if self.speculate < 0:
+            raise ValueError("speculate must be >= 0")
 
 
 @dataclass
@@ -54,6 +58,9 @@ def decode_steps(model: GemmaForCausalLM, prompts: Sequence[Sequence[int]], sett
         raise ContextOverflow(f"the prompt has {longest} tokens; the context window is {window}")
     budget = min(settings.max_tokens, window - longest)
     if budget == 0:
+        return
+    if len(prompts) == 1 and settings.speculate:
+        yield from _speculative_steps(model, list(prompts[0]), settings, budget)
         return
     B, device = len(prompts), model.device
     pads = [longest - len(p) for p in prompts]
@@ -92,6 +99,66 @@ def decode_steps(model: GemmaForCausalLM, prompts: Sequence[Sequence[int]], sett
                 logits = model(nxt[:, None], start=slot, positions=pos, key_valid=valid[:, :slot + 1])[:, -1]
         finally:
             model.clear_cache()
+
+
+def _speculative_steps(model: GemmaForCausalLM, prompt: list[int], settings: GenerationSettings,
+                       budget: int) -> Iterator[Step]:
+    """One sequence, several tokens per forward pass where drafts allow: drafts come from the sequence
+    itself (PromptLookup), are verified in one pass of 1 + k rows (decode_rows: each row computed as it
+    is alone), and a drafted token is kept only where the token chosen at its place is that token. Every
+    token is chosen from the same logits as in plain decoding, so greedy output is the plain output token
+    for token, and sampled output has the same distribution (not the same draws for a seed)."""
+    params = settings.sampling
+    generator = seeded_generator(params.seed, model.device)
+    stop = set(settings.stop_ids)
+    penalised = params.repetition_penalty != 1.0
+    lookup = PromptLookup(prompt, settings.speculate)
+    history = list(prompt)
+    finished: list[str | None] = [None]
+    produced = 0
+
+    def choose(logits: torch.Tensor) -> int:
+        seen = torch.tensor([history], device=model.device) if penalised else None
+        return int(sample(logits[None], params, seen=seen, generator=generator)[0])
+
+    def emit(token: int) -> Step:
+        nonlocal produced
+        produced += 1
+        history.append(token)
+        lookup.append(token)
+        if token in stop:
+            finished[0] = "stop"
+        elif produced == budget:
+            finished[0] = "length"
+        return Step([token], list(finished))
+
+    with torch.inference_mode():
+        cache = model.make_cache(1, len(prompt) + budget, empty=True)
+        pos = len(prompt)  # the slot of the next token fed
+        token = choose(model(torch.tensor([prompt], device=model.device), cache=cache, row=0)[0, -1])
+        while True:
+            report = emit(token)
+            yield report
+            if report.finished[0]:
+                return
+            draft = lookup.draft(min(settings.speculate, budget - produced - 1))
+            feed = [token, *draft]
+            logits = model.decode_rows(feed, Rows((0,) * len(feed), tuple(range(pos, pos + len(feed)))), cache)
+            pos += 1
+            kept = 0
+            for i, drafted in enumerate(draft):
+                token = choose(logits[i])
+                if token != drafted:
+                    break
+                kept += 1
+                report = emit(token)
+                yield report
+                if report.finished[0]:
+                    return
+                pos += 1
+            else:
+                token = choose(logits[len(draft)])
+            lookup.verified(len(draft), kept)
 
 
 def seeded_generator(seed: int | None, device: torch.device) -> torch.Generator | None:

@@ -123,7 +123,7 @@ class Run:
         dtype = getattr(torch, self.cfg.dtype)
         if self.cfg.init:
             from ..api import load
-            loaded = load(self.cfg.init, device="cpu", dtype=dtype, int4_decode=False)  # weights will change
+            loaded = load(self.cfg.init, device="cpu", dtype=dtype, keep_quantized=False)  # weights will change
             model, source = loaded.model, self.cfg.init
             model.train()
         else:

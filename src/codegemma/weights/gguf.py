@@ -21,7 +21,7 @@ from ..model import GemmaForCausalLM
 from ..spm import CONTROL, UNKNOWN, SpmEncoder
 from ..tokenizer import NAMED_SPECIALS, Tokenizer, piece_bytes
 from .hf import CheckpointError, fill_from
-from .quants import KERNELS, dequantize_blocks
+from .quants import dequantize_blocks
 
 SUPPORTED_ARCHS = ("gemma", "gemma2", "gemma3")
 
@@ -208,17 +208,28 @@ def iter_tensors(reader, arch: str, source: str, keep: Callable[[str, Any], bool
         yield name, transform(t) if transform else t
 
 
-def _keeper(model: GemmaForCausalLM, device: torch.device | str) -> Callable[[str, Any], bool]:
-    """Keeps projection weights in their block format (QuantizedLinear); the embedding is dequantized."""
-    from ..quantized import swap_in
+def _keeper(model: GemmaForCausalLM, dtype: torch.dtype) -> Callable[[str, Any], bool]:
+    """Swaps in the projections and the embedding whose block format the kernels read, as views of the
+    file's memory map (quantized.GGUFLinear, GGUFEmbedding); the rest is dequantized."""
+    from ..kernels import GGUFMatrix, supported
+    from ..quantized import GGUFEmbedding, GGUFLinear
 
     def keep(name: str, tensor) -> bool:
         kind = tensor.tensor_type.name
-        if kind not in KERNELS or not name.endswith("_proj.weight"):
+        embedding = name == "model.embed_tokens.weight"
+        if len(tensor.shape) != 2 or not (embedding or name.endswith("_proj.weight")):
             return False
-        raw = raw_bytes(tensor).clone().to(device)  # owned: the model outlives the map
-        shape = (int(tensor.shape[1]), int(tensor.shape[0]))
-        swap_in(model, name, raw, kind, shape)
+        rows, cols = int(tensor.shape[1]), int(tensor.shape[0])
+        if not supported(kind, cols):
+            return False
+        matrix = GGUFMatrix(raw_bytes(tensor), kind, rows, cols)
+        path = name.removesuffix(".weight").split(".")
+        parent, attr = model.get_submodule(".".join(path[:-1])), path[-1]
+        old = getattr(parent, attr)
+        shape = (old.num_embeddings, old.embedding_dim) if embedding else (old.out_features, old.in_features)
+        if shape != (rows, cols):
+            raise GGUFError(f"{tensor.name}: shape {(rows, cols)} where the config gives {shape}")
+        setattr(parent, attr, GGUFEmbedding(matrix, dtype) if embedding else GGUFLinear(matrix))
         return True
 
     return keep
@@ -253,10 +264,10 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
 
 
 def load_gguf(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-              keep_quantized: bool = False, int4_decode: bool = False) -> tuple[GemmaForCausalLM, Tokenizer]:
-    """Model and tokenizer from a GGUF file: weights dequantized to `dtype`, or with keep_quantized the
-    projections stay in their GGML block format and are dequantized on the fly. int4_decode (bfloat16
-    on CPU) adds int4 copies of the projections and the output head for decoding (quantized.py)."""
+              keep_quantized: bool = False) -> tuple[GemmaForCausalLM, Tokenizer]:
+    """Model and tokenizer from a GGUF file: weights dequantized to `dtype`, or with keep_quantized (CPU)
+    the projections and the embedding read in place from the memory-mapped file by the quantized
+    kernels (quantized.py), the rest (norms) dequantized."""
     path = Path(path)
     reader = open_gguf(path)
     meta = metadata(reader)
@@ -269,25 +280,15 @@ def load_gguf(path: str | Path, *, device: str | torch.device = "cpu", dtype: to
     with torch.device("meta"):
         model = GemmaForCausalLM(config)
     model = model.to(dtype)
-    keep = _keeper(model, device) if keep_quantized else (lambda name, t: False)
+    if keep_quantized and torch.device(device).type != "cpu":
+        raise GGUFError("the quantized kernels run on CPU; load for CUDA with keep_quantized=False")
+    keep = _keeper(model, dtype) if keep_quantized else (lambda name, t: False)
     tensors = iter_tensors(reader, config.model_type, source, keep, dtype=dtype)
     if keep_quantized:
-        tensors = iter(list(tensors))  # swaps the kept projections in before parameters are allocated
+        tensors = iter(list(tensors))  # swaps the kept tensors in before parameters are allocated
     _materialize(model, device)
     fill_from(model, tensors, source=source)
-    if int4_decode and not keep_quantized:
-        _install_int4(model, reader, config.model_type)
     return model.eval(), tokenizer
-
-
-def _install_int4(model: GemmaForCausalLM, reader, arch: str) -> None:
-    """int4 decoding for every projection (and the tied head) whose block format packs."""
-    from ..quantized import install_int4
-
-    for tensor in reader.tensors:
-        name = hf_name(arch, tensor.name)
-        if name is not None and (name.endswith("_proj.weight") or name == "model.embed_tokens.weight"):
-            install_int4(model, name, raw_bytes(tensor), tensor.tensor_type.name)
 
 
 def _materialize(model: torch.nn.Module, device: torch.device | str) -> None:

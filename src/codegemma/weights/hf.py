@@ -113,7 +113,11 @@ def fill_from(model: GemmaForCausalLM, tensors: Iterator[tuple[str, torch.Tensor
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise CheckpointError(f"{source}: missing tensor {missing[0]}{more}")
     if head is not None:
-        _check_tied(head, params["model.embed_tokens.weight"], source)
+        embedding = params.get("model.embed_tokens.weight")
+        if embedding is None:  # read in place from a GGUF file's blocks: its rows, in the model's dtype
+            embed = model.model.embed_tokens
+            embedding = embed(torch.arange(embed.num_embeddings, device=model.device))
+        _check_tied(head, embedding, source)
 
 
 def _check_tied(head: torch.Tensor, embedding: torch.Tensor, source: str) -> None:

@@ -1,0 +1,649 @@
+// Matrix-vector products that read GGML's quantized blocks in place (codegemma::qgemv), and their
+// dequantization (codegemma::dequant_rows), as torch.library ops on CPU.
+//
+// Exactness: every weight a product uses is the float32 value the `gguf` package's dequantization
+// gives (ggml-quants.c's reference order: d * q, d * q + m, (d * sc) * q - (dmin * m)). Activations
+// are read as float32 (bfloat16 widens exactly) and accumulated in float32 with fused multiply-adds,
+// 16 lanes (AVX-512) or 8 (AVX2) per row, blocks in file order. A row's result never depends on how
+// many rows share the call: rows only share the decoded weights, never an accumulator.
+//
+// Built on first use by codegemma.kernels with -O3 -march=native (the cache is keyed by the CPU's
+// flags), threads from ATen's own pool (at::parallel_for).
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/torch.h>
+
+#include <immintrin.h>
+
+#if !defined(__AVX2__) || !defined(__FMA__) || !defined(__F16C__)
+#error "the quantized kernels need AVX2, FMA and F16C (x86-64-v3)"
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+// ggml type ids (ggml.h)
+enum : int64_t {
+  F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8,
+  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, BF16 = 30,
+};
+
+constexpr int QK_K = 256;
+
+struct Format {
+  int values;  // per block
+  int bytes;   // per block
+};
+
+Format format_of(int64_t type) {
+  switch (type) {
+    case F32: return {1, 4};
+    case F16: return {1, 2};
+    case BF16: return {1, 2};
+    case Q4_0: return {32, 18};
+    case Q4_1: return {32, 20};
+    case Q5_0: return {32, 22};
+    case Q5_1: return {32, 24};
+    case Q8_0: return {32, 34};
+    case Q2_K: return {QK_K, 84};
+    case Q3_K: return {QK_K, 110};
+    case Q4_K: return {QK_K, 144};
+    case Q5_K: return {QK_K, 176};
+    case Q6_K: return {QK_K, 210};
+    default: TORCH_CHECK(false, "ggml type ", type, " has no kernel");
+  }
+}
+
+inline float f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+inline float bf16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// ---- one block to float32, exactly as gguf's dequantization -----------------------------------------
+// Scalar loops over fixed trip counts: GCC vectorizes them at -O3 -march=native.
+
+inline void dec_q8_0(const uint8_t* b, float* y) {
+  const float d = f16(b);
+  const int8_t* q = reinterpret_cast<const int8_t*>(b + 2);
+  for (int i = 0; i < 32; ++i) y[i] = d * float(q[i]);
+}
+
+inline void dec_q4_0(const uint8_t* b, float* y) {
+  const float d = f16(b);
+  const uint8_t* q = b + 2;
+  for (int i = 0; i < 16; ++i) {
+    y[i] = d * float(int(q[i] & 0x0F) - 8);
+    y[i + 16] = d * float(int(q[i] >> 4) - 8);
+  }
+}
+
+inline void dec_q4_1(const uint8_t* b, float* y) {
+  const float d = f16(b), m = f16(b + 2);
+  const uint8_t* q = b + 4;
+  for (int i = 0; i < 16; ++i) {
+    y[i] = std::fma(d, float(q[i] & 0x0F), m);  // d * q is exact: one rounding, as d * q + m
+    y[i + 16] = std::fma(d, float(q[i] >> 4), m);
+  }
+}
+
+inline void dec_q5_0(const uint8_t* b, float* y) {
+  const float d = f16(b);
+  uint32_t qh;
+  std::memcpy(&qh, b + 2, 4);
+  const uint8_t* q = b + 6;
+  for (int i = 0; i < 16; ++i) {
+    const int lo = (q[i] & 0x0F) | (((qh >> i) & 1) << 4);
+    const int hi = (q[i] >> 4) | (((qh >> (i + 16)) & 1) << 4);
+    y[i] = d * float(lo - 16);
+    y[i + 16] = d * float(hi - 16);
+  }
+}
+
+inline void dec_q5_1(const uint8_t* b, float* y) {
+  const float d = f16(b), m = f16(b + 2);
+  uint32_t qh;
+  std::memcpy(&qh, b + 4, 4);
+  const uint8_t* q = b + 8;
+  for (int i = 0; i < 16; ++i) {
+    const int lo = (q[i] & 0x0F) | (((qh >> i) & 1) << 4);
+    const int hi = (q[i] >> 4) | (((qh >> (i + 16)) & 1) << 4);
+    y[i] = std::fma(d, float(lo), m);
+    y[i + 16] = std::fma(d, float(hi), m);
+  }
+}
+
+// The 8 six-bit scales and mins of Q4_K / Q5_K (ggml's get_scale_min_k4).
+inline void k4_scales(const uint8_t* s, float d, float dmin, float* sc, float* mn) {
+  for (int j = 0; j < 8; ++j) {
+    int a, m;
+    if (j < 4) {
+      a = s[j] & 63;
+      m = s[j + 4] & 63;
+    } else {
+      a = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+      m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+    sc[j] = d * float(a);
+    mn[j] = dmin * float(m);
+  }
+}
+
+inline void dec_q4_k(const uint8_t* b, float* y) {
+  float sc[8], mn[8];
+  k4_scales(b + 4, f16(b), f16(b + 2), sc, mn);
+  const uint8_t* q = b + 16;
+  for (int c = 0; c < 4; ++c) {  // 64 values: 32 low nibbles, then 32 high nibbles
+    const float s0 = sc[2 * c], m0 = mn[2 * c], s1 = sc[2 * c + 1], m1 = mn[2 * c + 1];
+    for (int l = 0; l < 32; ++l) {
+      y[64 * c + l] = std::fma(s0, float(q[32 * c + l] & 0x0F), -m0);  // (d * sc) * q - dmin * m
+      y[64 * c + 32 + l] = std::fma(s1, float(q[32 * c + l] >> 4), -m1);
+    }
+  }
+}
+
+inline void dec_q5_k(const uint8_t* b, float* y) {
+  float sc[8], mn[8];
+  k4_scales(b + 4, f16(b), f16(b + 2), sc, mn);
+  const uint8_t* qh = b + 16;
+  const uint8_t* q = b + 48;
+  for (int c = 0; c < 4; ++c) {
+    const float s0 = sc[2 * c], m0 = mn[2 * c], s1 = sc[2 * c + 1], m1 = mn[2 * c + 1];
+    for (int l = 0; l < 32; ++l) {
+      const int lo = (q[32 * c + l] & 0x0F) | (((qh[l] >> (2 * c)) & 1) << 4);
+      const int hi = (q[32 * c + l] >> 4) | (((qh[l] >> (2 * c + 1)) & 1) << 4);
+      y[64 * c + l] = std::fma(s0, float(lo), -m0);
+      y[64 * c + 32 + l] = std::fma(s1, float(hi), -m1);
+    }
+  }
+}
+
+inline void dec_q6_k(const uint8_t* b, float* y) {
+  const uint8_t* ql = b;
+  const uint8_t* qh = b + 128;
+  const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+  const float d = f16(b + 208);
+  for (int half = 0; half < 2; ++half) {
+    float s[8];
+    for (int j = 0; j < 8; ++j) s[j] = d * float(sc[8 * half + j]);  // (d * sc) * q, as gguf
+    for (int l = 0; l < 32; ++l) {
+      const int is = l / 16;
+      const int q1 = int((ql[l] & 0x0F) | (((qh[l] >> 0) & 3) << 4)) - 32;
+      const int q2 = int((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
+      const int q3 = int((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+      const int q4 = int((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+      y[l] = s[is] * float(q1);
+      y[l + 32] = s[is + 2] * float(q2);
+      y[l + 64] = s[is + 4] * float(q3);
+      y[l + 96] = s[is + 6] * float(q4);
+    }
+    y += 128;
+    ql += 64;
+    qh += 32;
+  }
+}
+
+inline void dec_q2_k(const uint8_t* b, float* y) {
+  const uint8_t* sc = b;
+  const uint8_t* q = b + 16;
+  const float d = f16(b + 80), dmin = f16(b + 82);
+  int is = 0;
+  for (int n = 0; n < QK_K; n += 128) {
+    for (int shift = 0; shift < 8; shift += 2) {
+      for (int part = 0; part < 2; ++part) {
+        const float dl = d * float(sc[is] & 0x0F), ml = dmin * float(sc[is] >> 4);
+        ++is;
+        for (int l = 0; l < 16; ++l) *y++ = dl * float((q[16 * part + l] >> shift) & 3) - ml;
+      }
+    }
+    q += 32;
+  }
+}
+
+inline void dec_q3_k(const uint8_t* b, float* y) {
+  const uint8_t* hm = b;
+  const uint8_t* q = b + 32;
+  const uint8_t* s = b + 96;
+  const float d = f16(b + 108);
+  // the 16 six-bit scales (ggml's kmask unpacking)
+  int8_t scales[16];
+  for (int j = 0; j < 4; ++j) {
+    scales[j] = int8_t(((s[j] & 0x0F) | (((s[8 + j] >> 0) & 3) << 4)) - 32);
+    scales[j + 4] = int8_t(((s[j + 4] & 0x0F) | (((s[8 + j] >> 2) & 3) << 4)) - 32);
+    scales[j + 8] = int8_t(((s[j] >> 4) | (((s[8 + j] >> 4) & 3) << 4)) - 32);
+    scales[j + 12] = int8_t(((s[j + 4] >> 4) | (((s[8 + j] >> 6) & 3) << 4)) - 32);
+  }
+  int is = 0;
+  uint8_t m = 1;
+  for (int n = 0; n < QK_K; n += 128) {
+    for (int shift = 0; shift < 8; shift += 2) {
+      for (int part = 0; part < 2; ++part) {
+        const float dl = d * float(scales[is++]);
+        for (int l = 0; l < 16; ++l) {
+          const int k = 16 * part + l;
+          const int v = int((q[k] >> shift) & 3) - ((hm[k] & m) ? 0 : 4);
+          *y++ = dl * float(v);
+        }
+      }
+      m <<= 1;
+    }
+    q += 32;
+  }
+}
+
+inline void dec_f32(const uint8_t* b, float* y) { std::memcpy(y, b, 4); }
+inline void dec_f16(const uint8_t* b, float* y) { *y = f16(b); }
+inline void dec_bf16(const uint8_t* b, float* y) { *y = bf16(b); }
+
+using Decoder = void (*)(const uint8_t*, float*);
+
+Decoder decoder_of(int64_t type) {
+  switch (type) {
+    case F32: return dec_f32;
+    case F16: return dec_f16;
+    case BF16: return dec_bf16;
+    case Q4_0: return dec_q4_0;
+    case Q4_1: return dec_q4_1;
+    case Q5_0: return dec_q5_0;
+    case Q5_1: return dec_q5_1;
+    case Q8_0: return dec_q8_0;
+    case Q2_K: return dec_q2_k;
+    case Q3_K: return dec_q3_k;
+    case Q4_K: return dec_q4_k;
+    case Q5_K: return dec_q5_k;
+    case Q6_K: return dec_q6_k;
+    default: TORCH_CHECK(false, "ggml type ", type, " has no kernel");
+  }
+}
+
+// ---- dot products, weights decoded 16 at a time in vector registers -----------------------------------
+// GCC vector extensions: one source for AVX-512 (one register) and AVX2 (two).
+
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef uint8_t u8x16 __attribute__((vector_size(16)));
+typedef int8_t i8x16 __attribute__((vector_size(16)));
+
+constexpr int ROWS = 4;  // activation rows that share one decoding of the weights
+constexpr int ACCS = 4;  // independent accumulators per row (16-value group g goes to g % ACCS)
+constexpr int LANES = 16;
+
+// 16 bytes widened to 16 int32 lanes (GCC scalarizes __builtin_convertvector from bytes, so intrinsics)
+inline i32x16 load_u8(const uint8_t* p) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+#if defined(__AVX512F__)
+  return (i32x16)_mm512_cvtepu8_epi32(v);
+#else
+  i32x16 r;
+  const __m256i lo = _mm256_cvtepu8_epi32(v), hi = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
+  std::memcpy(&r, &lo, 32);
+  std::memcpy(reinterpret_cast<char*>(&r) + 32, &hi, 32);
+  return r;
+#endif
+}
+
+inline i32x16 load_i8(const uint8_t* p) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+#if defined(__AVX512F__)
+  return (i32x16)_mm512_cvtepi8_epi32(v);
+#else
+  i32x16 r;
+  const __m256i lo = _mm256_cvtepi8_epi32(v), hi = _mm256_cvtepi8_epi32(_mm_srli_si128(v, 8));
+  std::memcpy(&r, &lo, 32);
+  std::memcpy(reinterpret_cast<char*>(&r) + 32, &hi, 32);
+  return r;
+#endif
+}
+
+inline f32x16 to_f32(i32x16 v) { return __builtin_convertvector(v, f32x16); }
+
+inline f32x16 splat(float f) { return f32x16{} + f; }
+
+inline f32x16 loadf(const float* p) {
+  f32x16 v;
+  std::memcpy(&v, p, 64);
+  return v;
+}
+
+const u32x16 IOTA = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+inline float hsum(f32x16 a) {
+  typedef float f32x8 __attribute__((vector_size(32)));
+  typedef float f32x4 __attribute__((vector_size(16)));
+  f32x8 b = __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
+  f32x4 c = __builtin_shufflevector(b, b, 0, 1, 2, 3) + __builtin_shufflevector(b, b, 4, 5, 6, 7);
+  return (c[0] + c[2]) + (c[1] + c[3]);
+}
+
+// Each format calls f(group, w) for the 16-value groups of one block in order, w the exact weights.
+struct Q8_0F {
+  static constexpr int values = 32, bytes = 34;
+  template <class F> static inline void block(const uint8_t* b, F&& f) {
+    const f32x16 d = splat(f16(b));
+    f(0, d * to_f32(load_i8(b + 2)));
+    f(1, d * to_f32(load_i8(b + 18)));
+  }
+};
+
+struct Q4_0F {
+  static constexpr int values = 32, bytes = 18;
+  template <class F> static inline void block(const uint8_t* b, F&& f) {
+    const f32x16 d = splat(f16(b));
+    const i32x16 q = load_u8(b + 2);
+    f(0, d * to_f32((q & 15) - 8));
+    f(1, d * to_f32((q >> 4) - 8));
+  }
+};
+
+struct Q4_1F {
+  static constexpr int values = 32, bytes = 20;
+  template <class F> static inline void block(const uint8_t* b, F&& f) {
+    const f32x16 d = splat(f16(b)), m = splat(f16(b + 2));
+    const i32x16 q = load_u8(b + 4);
+    f(0, d * to_f32(q & 15) + m);  // d * q is exact: fused or not, one rounding
+    f(1, d * to_f32(q >> 4) + m);
+  }
+};
+
+struct Q5_0F {
+  static constexpr int values = 32, bytes = 22;
+  template <class F> static inline void block(const uint8_t* b, F&& f) {
+    const f32x16 d = splat(f16(b));
+    uint32_t qh;
+    std::memcpy(&qh, b + 2, 4);
+    const u32x16 h = u32x16{} + qh;
+    const i32x16 q = load_u8(b + 6);
+    f(0, d * to_f32(((q & 15) | (i32x16)(((h >> IOTA) & 1) << 4)) - 16));
+    f(1, d * to_f32(((q >> 4) | (i32x16)(((h >> (IOTA + 16)) & 1) << 4)) - 16));
+  }
+};
+
+struct Q5_1F {
+  static constexpr int values = 32, bytes = 24;
+  template <class F> static inline void block(const uint8_t* b, F&& f) {
+    const f32x16 d = splat(f16(b)), m = splat(f16(b + 2));
+    uint32_t qh;
+    std::memcpy(&qh, b + 4, 4);
+    const u32x16 h = u32x16{} + qh;
+    const i32x16 q = load_u8(b + 8);
+    f(0, d * to_f32((q & 15) | (i32x16)(((h >> IOTA) & 1) << 4)) + m);
+    f(1, d * to_f32((q >> 4) | (i32x16)(((h >> (IOTA + 16)) & 1) << 4)) + m);
+  }
+};
+
+struct Q4_KF {
+  static constexpr int values = QK_K, bytes = 144;
+  template <class F> static inline void block(const uint8_t* b, F&& f) {
+    float sc[8], mn[8];
+    k4_scales(b + 4, f16(b), f16(b + 2), sc, mn);
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      const i32x16 q0 = load_u8(b + 16 + 32 * c), q1 = load_u8(b + 16 + 32 * c + 16);
+      const f32x16 s0 = splat(sc[2 * c]), m0 = splat(mn[2 * c]), s1 = splat(sc[2 * c + 1]), m1 = splat(mn[2 * c + 1]);
+      f(4 * c + 0, s0 * to_f32(q0 & 15) - m0);  // (d * sc) * q exact: one rounding, as gguf
+      f(4 * c + 1, s0 * to_f32(q1 & 15) - m0);
+      f(4 * c + 2, s1 * to_f32(q0 >> 4) - m1);
+      f(4 * c + 3, s1 * to_f32(q1 >> 4) - m1);
+    }
+  }
+};
+
+struct Q5_KF {
+  static constexpr int values = QK_K, bytes = 176;
+  template <class F> static inline void block(const uint8_t* b, F&& f) {
+    float sc[8], mn[8];
+    k4_scales(b + 4, f16(b), f16(b + 2), sc, mn);
+    const i32x16 h0 = load_u8(b + 16), h1 = load_u8(b + 32);
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      const i32x16 q0 = load_u8(b + 48 + 32 * c), q1 = load_u8(b + 48 + 32 * c + 16);
+      const f32x16 s0 = splat(sc[2 * c]), m0 = splat(mn[2 * c]), s1 = splat(sc[2 * c + 1]), m1 = splat(mn[2 * c + 1]);
+      const int lo = 2 * c, hi = 2 * c + 1;
+      f(4 * c + 0, s0 * to_f32((q0 & 15) | (((h0 >> lo) & 1) << 4)) - m0);
+      f(4 * c + 1, s0 * to_f32((q1 & 15) | (((h1 >> lo) & 1) << 4)) - m0);
+      f(4 * c + 2, s1 * to_f32((q0 >> 4) | (((h0 >> hi) & 1) << 4)) - m1);
+      f(4 * c + 3, s1 * to_f32((q1 >> 4) | (((h1 >> hi) & 1) << 4)) - m1);
+    }
+  }
+};
+
+struct Q6_KF {
+  static constexpr int values = QK_K, bytes = 210;
+  template <class F> static inline void block(const uint8_t* b, F&& f) {
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = f16(b + 208);
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; ++half) {
+      const uint8_t* ql = b + 64 * half;
+      const uint8_t* qh = b + 128 + 32 * half;
+#pragma GCC unroll 2
+      for (int j = 0; j < 2; ++j) {  // values 16j.. of each 32-value quarter
+        const i32x16 a = load_u8(ql + 16 * j), c = load_u8(ql + 32 + 16 * j), h = load_u8(qh + 16 * j);
+        const int g = 8 * half + j;
+        const int8_t* s = sc + 8 * half + j;
+        f(g + 0, splat(d * float(s[0])) * to_f32(((a & 15) | ((h & 3) << 4)) - 32));  // (d * sc) * q
+        f(g + 2, splat(d * float(s[2])) * to_f32(((c & 15) | (((h >> 2) & 3) << 4)) - 32));
+        f(g + 4, splat(d * float(s[4])) * to_f32(((a >> 4) | (((h >> 4) & 3) << 4)) - 32));
+        f(g + 6, splat(d * float(s[6])) * to_f32(((c >> 4) | (((h >> 6) & 3) << 4)) - 32));
+      }
+    }
+  }
+};
+
+// Formats without a vector decoder (Q2_K, Q3_K, F16, BF16, F32): blocks decoded to a buffer first.
+struct Buffered {
+  Decoder dec;
+  int values, bytes;
+};
+
+// One output row (cols weights at `row`) against `N` activation rows x[r * cols ...]:
+// out[r * out_stride] = sum_j w_j * x[r][j].
+template <class Fmt, int N>
+void row_dot(const uint8_t* row, const float* x, int64_t cols, float* out, int64_t out_stride) {
+  f32x16 acc[N][ACCS] = {};
+  // blocks are taken STEP at a time so that every group's accumulator is known at compile time
+  constexpr int GROUPS = Fmt::values / LANES, STEP = GROUPS >= ACCS ? 1 : ACCS / GROUPS;
+  const int64_t blocks = cols / Fmt::values;
+  auto one = [&](int64_t blk, int first_group) {
+    const int64_t base = blk * Fmt::values;
+    Fmt::block(row + blk * Fmt::bytes, [&](int g, f32x16 w) {
+      const int a = (first_group + g) & (ACCS - 1);
+#pragma GCC unroll 4
+      for (int r = 0; r < N; ++r) acc[r][a] += w * loadf(x + r * cols + base + LANES * g);
+    });
+  };
+  int64_t blk = 0;
+  for (; blk + STEP <= blocks; blk += STEP) {
+#pragma GCC unroll 4
+    for (int s = 0; s < STEP; ++s) one(blk + s, s * GROUPS);
+  }
+  for (int s = 0; blk < blocks; ++blk, ++s) one(blk, s * GROUPS);
+  for (int r = 0; r < N; ++r) out[r * out_stride] = hsum((acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]));
+}
+
+template <int N>
+void row_dot_buffered(const Buffered& fmt, const uint8_t* row, const float* x, int64_t cols, float* out,
+                      int64_t out_stride) {
+  f32x16 acc[N][ACCS] = {};
+  alignas(64) float buf[QK_K];
+  const int per_chunk = std::max(1, QK_K / fmt.values);
+  const int64_t blocks = cols / fmt.values;
+  for (int64_t b0 = 0; b0 < blocks; b0 += per_chunk) {
+    const int64_t nb = std::min<int64_t>(per_chunk, blocks - b0);
+    for (int64_t b = 0; b < nb; ++b) fmt.dec(row + (b0 + b) * fmt.bytes, buf + b * fmt.values);
+    const int64_t base = b0 * fmt.values;
+    for (int64_t j = 0; j < nb * fmt.values; j += LANES) {
+      const f32x16 w = loadf(buf + j);
+      const int g = int((base + j) / LANES) & (ACCS - 1);
+      for (int r = 0; r < N; ++r) acc[r][g] += w * loadf(x + r * cols + base + j);
+    }
+  }
+  for (int r = 0; r < N; ++r) out[r * out_stride] = hsum((acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]));
+}
+
+// count output rows from `first`: rows of `n` activations, ROWS at a time
+template <class Fmt>
+void rows_dot(const uint8_t* base, int64_t row_bytes, int64_t first, int64_t count, const float* x, int64_t n,
+              int64_t cols, float* out, int64_t stride) {
+  for (int64_t o = first; o < first + count; ++o) {
+    const uint8_t* row = base + o * row_bytes;
+    int64_t r0 = 0;
+    for (; r0 + ROWS <= n; r0 += ROWS) row_dot<Fmt, ROWS>(row, x + r0 * cols, cols, out + r0 * stride + o, stride);
+    switch (n - r0) {
+      case 1: row_dot<Fmt, 1>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
+      case 2: row_dot<Fmt, 2>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
+      case 3: row_dot<Fmt, 3>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
+      default: break;
+    }
+  }
+}
+
+void rows_dot_buffered(const Buffered& fmt, const uint8_t* base, int64_t row_bytes, int64_t first, int64_t count,
+                       const float* x, int64_t n, int64_t cols, float* out, int64_t stride) {
+  for (int64_t o = first; o < first + count; ++o) {
+    const uint8_t* row = base + o * row_bytes;
+    int64_t r0 = 0;
+    for (; r0 + ROWS <= n; r0 += ROWS)
+      row_dot_buffered<ROWS>(fmt, row, x + r0 * cols, cols, out + r0 * stride + o, stride);
+    switch (n - r0) {
+      case 1: row_dot_buffered<1>(fmt, row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
+      case 2: row_dot_buffered<2>(fmt, row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
+      case 3: row_dot_buffered<3>(fmt, row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
+      default: break;
+    }
+  }
+}
+
+void dot_tile(int64_t type, const uint8_t* base, int64_t first, int64_t count, const float* x, int64_t n,
+              int64_t cols, float* out, int64_t stride) {
+  const Format fmt = format_of(type);
+  const int64_t row_bytes = cols / fmt.values * fmt.bytes;
+  switch (type) {
+    case Q8_0: return rows_dot<Q8_0F>(base, row_bytes, first, count, x, n, cols, out, stride);
+    case Q4_0: return rows_dot<Q4_0F>(base, row_bytes, first, count, x, n, cols, out, stride);
+    case Q4_1: return rows_dot<Q4_1F>(base, row_bytes, first, count, x, n, cols, out, stride);
+    case Q5_0: return rows_dot<Q5_0F>(base, row_bytes, first, count, x, n, cols, out, stride);
+    case Q5_1: return rows_dot<Q5_1F>(base, row_bytes, first, count, x, n, cols, out, stride);
+    case Q4_K: return rows_dot<Q4_KF>(base, row_bytes, first, count, x, n, cols, out, stride);
+    case Q5_K: return rows_dot<Q5_KF>(base, row_bytes, first, count, x, n, cols, out, stride);
+    case Q6_K: return rows_dot<Q6_KF>(base, row_bytes, first, count, x, n, cols, out, stride);
+    default:
+      return rows_dot_buffered(Buffered{decoder_of(type), fmt.values, fmt.bytes}, base, row_bytes, first, count, x,
+                               n, cols, out, stride);
+  }
+}
+
+void check_weight(const at::Tensor& w, int64_t type, int64_t rows, int64_t cols) {
+  TORCH_CHECK(w.device().is_cpu() && w.scalar_type() == at::kByte && w.is_contiguous(),
+              "quantized weights: a contiguous CPU uint8 tensor");
+  const Format fmt = format_of(type);
+  TORCH_CHECK(cols % fmt.values == 0, "a row of ", cols, " values is not whole blocks of ", fmt.values);
+  TORCH_CHECK(w.numel() == rows * (cols / fmt.values) * fmt.bytes, "quantized weights: ", w.numel(),
+              " bytes cannot hold ", rows, " x ", cols, " values of ggml type ", type);
+  TORCH_CHECK(cols % LANES == 0, "rows must be a multiple of ", LANES, " values");
+}
+
+// x (N, cols) float32 or bfloat16; weights[i] the blocks of a (rows[i], cols) matrix of ggml type
+// types[i]. Returns x @ W_i.T for each i: (N, rows[i]) float32, or x's dtype unless f32_out.
+std::vector<at::Tensor> qgemv(const at::Tensor& x_in, at::TensorList weights, at::IntArrayRef types,
+                              at::IntArrayRef rows, bool f32_out) {
+  TORCH_CHECK(x_in.dim() == 2 && x_in.device().is_cpu(), "x: a (rows, features) CPU tensor");
+  TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kBFloat16, "x: float32 or bfloat16");
+  TORCH_CHECK(weights.size() == types.size() && weights.size() == rows.size(), "one type and row count per weight");
+  const int64_t n = x_in.size(0), cols = x_in.size(1);
+  const at::Tensor x = x_in.to(at::kFloat).contiguous();
+  std::vector<at::Tensor> outs;
+  // tiles of output rows across all weights, shared out over the threads
+  struct Tile { int w; int64_t first, count; };
+  std::vector<Tile> tiles;
+  constexpr int64_t TILE = 64;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    check_weight(weights[i], types[i], rows[i], cols);
+    outs.push_back(at::empty({n, rows[i]}, x.options()));
+    for (int64_t first = 0; first < rows[i]; first += TILE)
+      tiles.push_back({int(i), first, std::min(TILE, rows[i] - first)});
+  }
+  const float* xp = x.data_ptr<float>();
+  // Tiles are handed out from a shared counter, not split in equal parts: a thread that the OS
+  // interrupts (on a busy machine) holds the others up by one tile at most.
+  std::atomic<int64_t> next{0};
+  const int64_t n_tiles = int64_t(tiles.size());
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), n_tiles), 1, [&](int64_t, int64_t) {
+    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n_tiles;) {
+      const Tile tile = tiles[t];
+      dot_tile(types[tile.w], weights[tile.w].data_ptr<uint8_t>(), tile.first, tile.count, xp, n, cols,
+               outs[tile.w].data_ptr<float>(), rows[tile.w]);
+    }
+  });
+  if (!f32_out && x_in.scalar_type() != at::kFloat)
+    for (auto& o : outs) o = o.to(x_in.scalar_type());
+  return outs;
+}
+
+// Rows `ids` (or all rows when ids is None) of a (rows, cols) matrix of ggml type `type`, dequantized
+// to float32 (or bfloat16: the float32 value rounded once).
+at::Tensor dequant_rows(const at::Tensor& w, int64_t type, int64_t rows, int64_t cols,
+                        const c10::optional<at::Tensor>& ids_in, bool bf16_out) {
+  check_weight(w, type, rows, cols);
+  const Format fmt = format_of(type);
+  const Decoder dec = decoder_of(type);
+  const int64_t row_bytes = cols / fmt.values * fmt.bytes;
+  at::Tensor ids;
+  if (ids_in.has_value()) {
+    ids = ids_in->to(at::kLong).contiguous().reshape({-1});
+    TORCH_CHECK(ids.numel() == 0 || (ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < rows),
+                "row ids out of range");
+  }
+  const int64_t n = ids.defined() ? ids.numel() : rows;
+  const int64_t* idp = ids.defined() ? ids.data_ptr<int64_t>() : nullptr;
+  at::Tensor out = at::empty({n, cols}, at::TensorOptions().dtype(bf16_out ? at::kBFloat16 : at::kFloat));
+  const uint8_t* base = w.data_ptr<uint8_t>();
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> tmp(bf16_out ? cols : 0);
+    for (int64_t i = begin; i < end; ++i) {
+      const uint8_t* row = base + (idp ? idp[i] : i) * row_bytes;
+      float* y = bf16_out ? tmp.data() : out.data_ptr<float>() + i * cols;
+      for (int64_t b = 0; b < cols / fmt.values; ++b) dec(row + b * fmt.bytes, y + b * fmt.values);
+      if (bf16_out) {
+        at::BFloat16* o = out.data_ptr<at::BFloat16>() + i * cols;
+        for (int64_t j = 0; j < cols; ++j) o[j] = at::BFloat16(y[j]);  // round to nearest even
+      }
+    }
+  });
+  return out;
+}
+
+int64_t lanes() { return LANES; }
+
+}  // namespace
+
+TORCH_LIBRARY(codegemma, m) {
+  m.def("qgemv(Tensor x, Tensor[] weights, int[] types, int[] rows, bool f32_out) -> Tensor[]");
+  m.def("dequant_rows(Tensor w, int type, int rows, int cols, Tensor? ids, bool bf16_out) -> Tensor");
+  m.def("lanes() -> int");
+}
+
+TORCH_LIBRARY_IMPL(codegemma, CPU, m) {
+  m.impl("qgemv", qgemv);
+  m.impl("dequant_rows", dequant_rows);
+}
+
+TORCH_LIBRARY_IMPL(codegemma, CompositeExplicitAutograd, m) {
+  m.impl("lanes", lanes);
+}

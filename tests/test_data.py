@@ -1,11 +1,13 @@
-"""The FIM data pipeline: FIM invariants, repository ordering, filters, shards, resume and bad inputs."""
+"""The FIM data pipeline: FIM invariants, repository ordering, filters, shards, reproducibility and bad inputs."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -198,21 +200,15 @@ def test_build_counts_every_file_and_reason(corpus, tmp_path, sp_folder):
     assert int((stream == 67).sum()) == n_fim and int((stream == 70).sum()) == n_files
 
 
-def test_build_is_reproducible_and_resumes(corpus, tmp_path, sp_folder):
-    settings = BuildSettings(seq_len=256, repos_per_shard=1, workers=2, decontaminate=False)
-    a = tmp_path / "a"
-    build([corpus], a, str(sp_folder), settings)
-    shard_bytes = {p.name: p.read_bytes() for p in sorted(a.glob("shard-*.bin"))}
-    (a / "shard-00001.json").unlink()  # as if the build stopped while writing this shard
-    (a / "shard-00001.bin").write_bytes(b"partial")
-    stats = build([corpus], a, str(sp_folder), settings)
-    assert stats["shards_resumed"] == len(shard_bytes) - 1
-    assert {p.name: p.read_bytes() for p in sorted(a.glob("shard-*.bin"))} == shard_bytes
-    b = tmp_path / "b"
-    build([corpus], b, str(sp_folder), settings)
-    assert {p.name: p.read_bytes() for p in sorted(b.glob("shard-*.bin"))} == shard_bytes
+def test_build_is_reproducible_for_any_number_of_tasks(corpus, tmp_path, sp_folder):
+    settings = BuildSettings(seq_len=256, repos_per_shard=1, decontaminate=False)
+    shards = {}
+    for name, tasks, workers in (("a", 1, 1), ("c", 3, 2)):
+        build([corpus], tmp_path / name, str(sp_folder), replace(settings, tasks=tasks, workers=workers))
+        shards[name] = {p.name: p.read_bytes() for p in sorted((tmp_path / name).glob("shard-*"))}
+    assert len(shards["a"]) == 8 and shards["a"] == shards["c"]
     with pytest.raises(DataInputError, match="other inputs or settings"):
-        build([corpus], a, str(sp_folder), BuildSettings(seq_len=512, decontaminate=False))
+        build([corpus], tmp_path / "a", str(sp_folder), replace(settings, seq_len=512))
 
 
 def test_jsonl_and_parquet_inputs(tmp_path, sp_folder):
@@ -236,13 +232,17 @@ def test_bad_inputs_and_cli(tmp_path, sp_folder, capsys):
     assert "not a folder" in capsys.readouterr().err
     assert main(["data", "build", str(tmp_path), "--out", str(tmp_path / "o3"), "--tokenizer", str(sp_folder),
                  "--fim-rate", "2"]) == 1
+    if shutil.which("sbatch") is None:
+        assert main(["data", "build", str(tmp_path), "--out", str(tmp_path / "o4"), "--tokenizer", str(sp_folder),
+                     "--executor", "slurm"]) == 1
+        assert "no sbatch on PATH" in capsys.readouterr().err and not (tmp_path / "o4").exists()
     with pytest.raises(ShardError, match="index.json"):
         TokenShards(tmp_path)
 
 
 def test_cli_build(corpus, tmp_path, sp_folder, capsys):
     code = main(["data", "build", str(corpus / "py"), "--out", str(tmp_path / "cli"), "--tokenizer", str(sp_folder),
-                 "--seq-len", "128", "--no-decontaminate", "--keep-text"])
+                 "--seq-len", "128", "--no-decontaminate", "--keep-text", "--tasks", "2", "--executor", "local"])
     assert code == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["input"]["repositories"] == 1 and os.path.exists(tmp_path / "cli" / "index.json")

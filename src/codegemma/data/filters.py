@@ -1,13 +1,11 @@
-"""File filters: drop reasons, redaction of personal data and secrets, deduplication, decontamination."""
+"""File filters: drop reasons, redaction of personal data and secrets, decontamination (deduplication is
+datatrove's, see pipeline.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-
-import numpy as np
 
 MAX_BYTES = 1 << 20
 VENDORED = re.compile(r"(^|/)(vendor|vendors|third_party|third-party|node_modules|external|deps|\.git)/")
@@ -86,49 +84,6 @@ def redact(text: str) -> tuple[str, dict[str, int]]:
     text = sub(_IPV4, "<IP_ADDRESS>", "ip", text, keep=lambda m: m.group(0) in _KEEP_IPS)
     text = sub(_IPV6, "<IP_ADDRESS>", "ip", text)
     return text, dict(counts)
-
-
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-class MinHashLSH:
-    """Near-duplicate detection: MinHash over word 5-gram shingles, LSH in bands (BigCode's settings)."""
-
-    def __init__(self, num_perm: int = 128, bands: int = 16, threshold: float = 0.85, seed: int = 1) -> None:
-        rng = np.random.default_rng(seed)
-        self.a = rng.integers(1, (1 << 61) - 1, num_perm, dtype=np.uint64)
-        self.b = rng.integers(0, (1 << 61) - 1, num_perm, dtype=np.uint64)
-        self.bands, self.rows = bands, num_perm // bands
-        self.threshold = threshold
-        self.buckets: list[dict[bytes, list[int]]] = [defaultdict(list) for _ in range(bands)]
-        self.signatures: list[np.ndarray] = []
-
-    def signature(self, text: str) -> np.ndarray:
-        words = re.findall(r"\w+", text)
-        shingles = {" ".join(words[i:i + 5]) for i in range(max(1, len(words) - 4))}
-        hashes = np.array([int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") >> 3
-                           for s in shingles], dtype=np.uint64)
-        prime = np.uint64((1 << 61) - 1)
-        with np.errstate(over="ignore"):
-            permuted = (hashes[:, None] * self.a[None, :] + self.b[None, :]) % prime
-        return permuted.min(axis=0)
-
-    def add_or_match(self, text: str) -> int | None:
-        """Index of an earlier near-duplicate (estimated Jaccard >= threshold), else None after adding it."""
-        sig = self.signature(text)
-        candidates: set[int] = set()
-        keys = [sig[i * self.rows:(i + 1) * self.rows].tobytes() for i in range(self.bands)]
-        for band, key in enumerate(keys):
-            candidates.update(self.buckets[band].get(key, ()))
-        for c in sorted(candidates):
-            if float(np.mean(self.signatures[c] == sig)) >= self.threshold:
-                return c
-        index = len(self.signatures)
-        self.signatures.append(sig)
-        for band, key in enumerate(keys):
-            self.buckets[band][key].append(index)
-        return None
 
 
 class Decontaminator:

@@ -6,6 +6,8 @@ import functools
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 EXTENSIONS = {
     ".py": "python", ".java": "java", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
     ".jsx": "javascript", ".ts": "typescript", ".tsx": "typescript", ".go": "go", ".c": "c", ".h": "c",
@@ -41,8 +43,8 @@ IMPORT_NODES = {
     "python": ("import_statement", "import_from_statement"),
     "java": ("import_declaration",),
     "kotlin": ("import_header", "import"),
-    "javascript": ("import_statement", "call_expression"),
-    "typescript": ("import_statement", "call_expression"),
+    "javascript": ("import_statement", "export_statement", "call_expression"),
+    "typescript": ("import_statement", "export_statement", "call_expression"),
     "go": ("import_spec",),
     "c": ("preproc_include",),
     "cpp": ("preproc_include",),
@@ -66,7 +68,8 @@ def imports(lang: str, source: str) -> list[str]:
             name = _import_name(lang, text)
             if name:
                 found.append(name)
-            continue
+            if name or node.type != "export_statement":  # an export without a source may hold a require()
+                continue
         stack.extend(reversed(node.children))
     return found
 
@@ -148,13 +151,12 @@ def syntax_points(lang: str | None, text: str) -> SyntaxPoints:
             starts.add(node.start_byte)
         stack.extend(node.children)
     # byte offsets -> character offsets
-    char_of = _byte_to_char(text) if len(data) != len(text) else None
-    nodes = sorted(char_of[b] for b in starts if b < len(data)) if char_of else sorted(starts)
+    char_of = _byte_to_char(data) if len(data) != len(text) else None
+    nodes = sorted(int(char_of[b]) for b in starts if b < len(data)) if char_of is not None else sorted(starts)
     return SyntaxPoints(tuple(nodes), lines)
 
 
-def _byte_to_char(text: str) -> list[int]:
-    table = []
-    for i, ch in enumerate(text):
-        table.extend([i] * len(ch.encode("utf-8")))
-    return table
+def _byte_to_char(data: bytes) -> np.ndarray:
+    """The character index of every byte of UTF-8 data (a continuation byte belongs to its character)."""
+    b = np.frombuffer(data, dtype=np.uint8)
+    return np.cumsum((b & 0xC0) != 0x80, dtype=np.int64) - 1

@@ -3,16 +3,20 @@ each test beside its implementation for the rest (CodeGemma report, section 2; f
 
 from __future__ import annotations
 
-import heapq
 import posixpath
 from collections import defaultdict, deque
 from collections.abc import Sequence
 
-from .languages import imports, language_of, tested_file
+from .imports import dependencies
+from .languages import tested_file
 
 
 def resolve(name: str, paths: Sequence[str], by_stem: dict[str, list[str]]) -> str | None:
-    """The repository path an import refers to: the longest path-suffix match (ties: shortest path, then by name)."""
+    """The repository path an import names, by longest path-suffix match (ties: shortest path, then by name).
+
+    The editor's context (codegemma.repo) uses this quick match on a live buffer; packing resolves imports
+    the way each language's build tool does (codegemma.data.imports).
+    """
     parts = [p for p in name.strip("/").split("/") if p and p != "."]
     if not parts:
         return None
@@ -29,25 +33,9 @@ def resolve(name: str, paths: Sequence[str], by_stem: dict[str, list[str]]) -> s
     return best[2] if best else None
 
 
-def dependency_graph(files: dict[str, str]) -> dict[str, set[str]]:
-    """path -> the repository paths it imports (self-imports and unresolved imports left out)."""
-    paths = sorted(files)
-    by_stem: dict[str, list[str]] = defaultdict(list)
-    for p in paths:
-        stem = posixpath.splitext(posixpath.basename(p))[0]
-        by_stem[stem].append(p)
-        if stem in ("__init__", "mod", "index"):
-            by_stem[posixpath.basename(posixpath.dirname(p))].append(p)
-    graph: dict[str, set[str]] = {p: set() for p in paths}
-    for p in paths:
-        lang = language_of(p)
-        if lang is None:
-            continue
-        for name in imports(lang, files[p]):
-            target = resolve(name, paths, by_stem)
-            if target and target != p:
-                graph[p].add(target)
-    return graph
+def dependency_graph(files: dict[str, str], build_files: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """path -> the repository paths it depends on, resolved per language (see codegemma.data.imports)."""
+    return dependencies(files, build_files)
 
 
 def break_cycles(graph: dict[str, set[str]]) -> tuple[dict[str, set[str]], list[tuple[str, str]]]:
@@ -165,12 +153,17 @@ def lexical_order(paths: Sequence[str]) -> list[str]:
     return out
 
 
-def order_repository(files: dict[str, str]) -> list[str]:
-    """The packing order of a repository's files: the dependency-graph part, then the lexical part."""
-    graph = dependency_graph(files)
+def order_repository(files: dict[str, str], build_files: dict[str, str] | None = None) -> list[str]:
+    """The packing order of a repository's files: the dependency-graph part, then the lexical part.
+
+    Args:
+        files: path -> text of the files to pack.
+        build_files: path -> text of files read only to resolve imports (go.mod, CMakeLists.txt, Makefile).
+    """
+    graph = dependency_graph(files, build_files)
     connected = {p for p, targets in graph.items() if targets} | {t for targets in graph.values() for t in targets}
     in_graph = graph_order({p: graph[p] & connected for p in graph if p in connected})
     return in_graph + lexical_order([p for p in files if p not in connected])
 
 
-__all__ = ["break_cycles", "dependency_graph", "graph_order", "heapq", "lexical_order", "order_repository", "resolve"]
+__all__ = ["break_cycles", "dependency_graph", "graph_order", "lexical_order", "order_repository", "resolve"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,11 @@ class ShardError(CodeGemmaError, ValueError):
     """A shard folder that cannot be read as training data."""
 
 
-def write_shard(folder: Path, name: str, documents: list[list[int]], meta: dict) -> None:
+def write_shard(folder: Path, name: str, documents: Sequence[Sequence[int] | np.ndarray], meta: dict) -> None:
     """Writes NAME.bin (all documents' tokens, uint32) and NAME.json (document offsets and stats), atomically:
-    the .json appears last, so a shard without one is unfinished and is rebuilt on resume."""
-    tokens = np.fromiter((t for d in documents for t in d), dtype=np.uint32)
+    the .json appears last, so a shard without one is unfinished (a re-run task writes it again)."""
+    tokens = (np.concatenate([np.asarray(d, dtype=np.uint32) for d in documents]) if documents
+              else np.zeros(0, np.uint32))
     offsets = np.cumsum([0] + [len(d) for d in documents]).tolist()
     tmp_bin = folder / f".{name}.bin.tmp"
     tokens.tofile(tmp_bin)

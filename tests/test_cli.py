@@ -110,7 +110,7 @@ def test_the_command_set_is_frozen():
     assert flags["chat"] == sorted(["--debug", "--help", "--message", "--system", *model, *sampling])
     assert flags["serve"] == sorted(["--api-key", "--cache-ram", "--cache-reuse", "--ctx", "--debug", "--help",
                                      "--events-log", "--host", "--name", "--no-prefix-cache", "--parallel", "--port",
-                                     "--queue", "--repo", *model])
+                                     "--no-speculate", "--queue", "--repo", *model])
     assert flags["info"] == sorted(["--debug", "--help", *model])
     assert flags["learn"] == sorted(["--db", "--debug", "--export", "--help", "--host", "--port", *model])
     assert flags["fix"] == sorted(["--debug", "--help", "--language", "--write", *model])

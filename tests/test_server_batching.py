@@ -4,6 +4,8 @@ completions; KV chunks shifted into place with their keys re-rotated (--cache-re
 from __future__ import annotations
 
 import asyncio
+import sysconfig
+from pathlib import Path
 
 import httpx
 import pytest
@@ -120,6 +122,37 @@ def test_continuous_batching_gives_each_request_its_text_alone(quantized_model):
     together, engine = serve(4, True)
     assert together == one_at_a_time
     assert engine.stats.batched_tokens >= 2.5 * engine.stats.decode_steps  # rows really shared passes
+
+
+def test_speculative_rows_give_the_text_of_plain_decoding(quantized_model):
+    """Drafts verified as extra rows of the engine's passes, several sequences at once: the same text as the
+    engine without speculation, greedy and seeded sampling alike; and drafts were kept."""
+    cg = quantized_model
+    source = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text()
+    texts = [source[:900], source[2400:3300], "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n",
+             source[6000:6500]]
+    specs = [(cg.tokenizer.encode(t, bos=True), Options(max_tokens=32, temperature=0.7 * (i % 2), seed=i))
+             for i, t in enumerate(texts)]
+
+    def serve(speculate: bool) -> tuple[list[str], Engine]:
+        async def main() -> list[str]:
+            loop = asyncio.get_running_loop()
+            jobs = [Job(ids, opts, loop) for ids, opts in specs]
+            engine.submit(*jobs)
+            return [text for text, _ in await collect(jobs)]
+
+        cg.speculate = speculate
+        engine = Engine(cg, ctx=512, parallel=4, prefix_cache=False)
+        try:
+            return asyncio.run(main()), engine
+        finally:
+            engine.close()
+            cg.speculate = None
+
+    plain, _ = serve(False)
+    fast, engine = serve(True)
+    assert fast == plain
+    assert engine.stats.accepted_tokens > 0 and engine.stats.drafted_tokens >= engine.stats.accepted_tokens
 
 
 def test_a_chat_runs_beside_completions_without_stalling_them(cg):

@@ -68,6 +68,7 @@ class CodeGemma:
         self.tokenizer = tokenizer
         self.name = name
         self.source_format = source_format  # "safetensors" or "gguf"
+        self.speculate: bool | None = None  # the default of Options.speculate (None: where it is exact)
 
     @property
     def config(self) -> GemmaConfig:
@@ -96,7 +97,9 @@ class CodeGemma:
     def settings(self, options: Options) -> GenerationSettings:
         """The decode loop's settings for options: the end-of-sequence token always stops."""
         stop_ids = tuple(sorted(set(options.stop_ids) | {self.tokenizer.eos_id}))
-        speculate = self.model.rows_independent() if options.speculate is None else options.speculate
+        speculate = options.speculate if options.speculate is not None else self.speculate
+        if speculate is None:
+            speculate = self.model.rows_independent()
         return GenerationSettings(options.max_tokens, options.sampling(), stop_ids, SPECULATE if speculate else 0)
 
     def run(self, prompts: Sequence[Sequence[int]], options: Options) -> list[Completion]:

@@ -35,6 +35,8 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", type=Path, default=None, metavar="REPO",
                    help="a repository whose code most related to the cursor joins every completion's context "
                         "(indexed at start, kept fresh)")
+    p.add_argument("--no-speculate", action="store_true",
+                   help="turn off prompt-lookup speculative decoding (on where it is exact: GGUF on CPU)")
     p.add_argument("--cache-reuse", type=int, default=0, metavar="N",
                    help="shift cached chunks of at least N tokens that moved in the prompt into place, keys "
                         "re-rotated, instead of prefilling them again (llama.cpp's --cache-reuse; default 0 = off)")
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     cg = load_model(args)
+    if args.no_speculate:
+        cg.speculate = False
     app = create_app(cg, name=args.name, ctx=args.ctx, queue=args.queue, parallel=args.parallel, api_key=args.api_key,
                      prefix_cache=not args.no_prefix_cache, cache_ram=args.cache_ram << 20,
                      cache_reuse=args.cache_reuse, events_log=args.events_log or default_events_path(),

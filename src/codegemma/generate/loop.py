@@ -106,8 +106,8 @@ def _speculative_steps(model: GemmaForCausalLM, prompt: list[int], settings: Gen
     """One sequence, several tokens per forward pass where drafts allow: drafts come from the sequence
     itself (PromptLookup), are verified in one pass of 1 + k rows (decode_rows: each row computed as it
     is alone), and a drafted token is kept only where the token chosen at its place is that token. Every
-    token is chosen from the same logits as in plain decoding, so greedy output is the plain output token
-    for token, and sampled output has the same distribution (not the same draws for a seed)."""
+    token is chosen from the same logits as in plain decoding, with one draw of the generator per token
+    chosen, so the output is plain decoding's token for token, greedy or sampled with a seed."""
     params = settings.sampling
     generator = seeded_generator(params.seed, model.device)
     stop = set(settings.stop_ids)

@@ -36,7 +36,9 @@ import torch
 from ..api import CodeGemma, Options
 from ..errors import CodeGemmaError
 from ..generate import RowText, SamplingParams, sample, seeded_generator, tokenizer_safe
+from ..generate.speculate import PromptLookup
 from ..model import Rows
+from ..quantized import KERNEL_ROWS
 from .prompt_cache import PromptCache, Snapshot, shared_prefix
 
 logger = logging.getLogger(__name__)
@@ -96,6 +98,8 @@ class Stats:
     shifted_tokens: int = 0  # prompt tokens moved into place by --cache-reuse instead of prefilled
     decode_steps: int = 0  # forward passes that decoded at least one row
     batched_tokens: int = 0  # tokens those passes decoded (/ decode_steps = mean batch)
+    drafted_tokens: int = 0  # prompt-lookup draft tokens verified (speculative decoding)
+    accepted_tokens: int = 0  # draft tokens the model chose itself: tokens gained without a pass of their own
 
 
 class IndentStop:
@@ -157,6 +161,8 @@ class Seq:
     next: int | None = None  # the token to feed at slot len(tokens); None while prefilling
     first: float | None = None  # when the first token was chosen
     saved: Snapshot | None = None  # its row's slots while swapped out
+    lookup: PromptLookup | None = None  # drafts for speculative decoding (None: off)
+    speculate: int = 0  # the longest draft
 
     @property
     def prefill_end(self) -> int:
@@ -361,7 +367,10 @@ class Engine:
         seq = Seq(job, RowText(self.cg.tokenizer, settings.stop_ids, opts.stop), IndentStop(job.n_indent),
                   budget=min(opts.max_tokens, self.ctx - len(job.prompt)), started=started,
                   sampling=settings.sampling, generator=seeded_generator(opts.seed, self.cg.device),
-                  seen=torch.tensor([job.prompt], device=self.cg.device) if penalised else None, row=row)
+                  seen=torch.tensor([job.prompt], device=self.cg.device) if penalised else None, row=row,
+                  speculate=settings.speculate)
+        if settings.speculate:
+            seq.lookup = PromptLookup(job.prompt, settings.speculate)
         self.owner[row], self._used[row] = seq, started
         seq.reuse = self._prepare_row(row, job.prompt, seq.prefill_end) if self.prefix_cache else 0
         seq.tokens = self.rows[row] = list(job.prompt[:seq.reuse])
@@ -463,24 +472,51 @@ class Engine:
                 seq.next = seq.job.prompt[-1]
 
     def _decode_step(self) -> None:
-        """One token for every generating row, in one forward pass."""
+        """One token for every generating row, in one forward pass; with speculative decoding, also each
+        row's draft, as more rows of the same pass (each computed as it is alone: the kernels' rows never
+        mix), and every drafted token the row's own choice agrees with is kept."""
         seqs = [s for s in self.owner if s is not None and s.next is not None]
         if not seqs:
             return
-        rows = Rows(tuple(s.row for s in seqs), tuple(len(s.tokens) for s in seqs))
+        room = KERNEL_ROWS - len(seqs)  # more rows than this go through a GEMM whose rows may mix
+        feeds, positions, rows = [], [], []
+        for seq in seqs:
+            draft: list[int] = []
+            if seq.lookup is not None and room > 0:
+                left = min(seq.budget - len(seq.generated), self.ctx - len(seq.tokens)) - 1
+                draft = seq.lookup.draft(min(seq.speculate, left, room))
+                room -= len(draft)
+            feeds.append([seq.next, *draft])
+            start = len(seq.tokens)
+            positions += range(start, start + 1 + len(draft))
+            rows += [seq.row] * (1 + len(draft))
         try:
             with torch.inference_mode():
-                logits = self.cg.model.decode_rows([s.next for s in seqs], rows, self.kv)
+                logits = self.cg.model.decode_rows([t for feed in feeds for t in feed], Rows(tuple(rows),
+                                                                                         tuple(positions)), self.kv)
         except Exception as exc:
             self._fail(seqs, exc)
             return
         self.stats.decode_steps += 1
-        self.stats.batched_tokens += len(seqs)
-        for i, seq in enumerate(seqs):
+        self.stats.batched_tokens += len(positions)
+        first = 0
+        for seq, feed in zip(seqs, feeds):
             seq.tokens.append(seq.next)
             self.rows[seq.row] = seq.tokens
-            token = int(sample(logits[i:i + 1], seq.sampling, seen=seq.seen, generator=seq.generator)[0])
-            self._take(seq, token)
+            kept = 0
+            for j in range(len(feed)):
+                token = int(sample(logits[first + j:first + j + 1], seq.sampling, seen=seq.seen,
+                                   generator=seq.generator)[0])
+                self._take(seq, token)
+                if self.owner[seq.row] is not seq or j + 1 == len(feed) or token != feed[j + 1]:
+                    break  # finished, or no draft left, or the draft went another way
+                kept += 1  # the drafted token is this row's own choice, and its slot is already written
+                seq.tokens.append(token)
+            if seq.lookup is not None:
+                seq.lookup.verified(len(feed) - 1, kept)
+            self.stats.drafted_tokens += len(feed) - 1
+            self.stats.accepted_tokens += kept
+            first += len(feed)
 
     def _take(self, seq: Seq, token: int) -> None:
         """A row's new token: its text, then whether it ends the row (stop token or string, limit, indent,
@@ -488,6 +524,8 @@ class Engine:
         now = time.perf_counter()
         seq.first = seq.first or now
         seq.generated.append(token)
+        if seq.lookup is not None:
+            seq.lookup.append(token)
         self.stats.generated_tokens += 1
         reason = ("stop" if token in seq.text.stop_ids else
                   "length" if len(seq.generated) >= seq.budget else None)

@@ -21,8 +21,14 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.zeros(dim))
+        self.fused = False  # codegemma.kernels' one-op version (GemmaForCausalLM.use_fused_ops)
+        self._gain: tuple[int, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and not x.requires_grad:
+            if self._gain is None or self._gain[0] != self.weight._version:
+                self._gain = (self.weight._version, (1.0 + self.weight.detach().float()).contiguous())
+            return torch.ops.codegemma.rms_norm(x, self._gain[1], self.eps)
         out = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # x * rsqrt(mean(x^2) + eps), bit for bit
         return (out * (1.0 + self.weight.float())).type_as(x)
 
@@ -128,6 +134,7 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
             self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
         self.cache: KVCache | None = None
+        self.fused = False  # RoPE by codegemma.kernels' one op (GemmaForCausalLM.use_fused_ops)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | list,
                 start: int | Rows, cache: KVCache | None = None, row: int | None = None) -> torch.Tensor:
@@ -141,21 +148,27 @@ class Attention(nn.Module):
         v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hd)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
-        q = apply_rope(q.transpose(1, 2), cos, sin)  # (B, H, T, hd)
-        k = apply_rope(k.transpose(1, 2), cos, sin)  # (B, n_kv, T, hd)
+        rope = torch.ops.codegemma.rope if self.fused and not x.requires_grad else apply_rope
+        q = rope(q.transpose(1, 2), cos, sin)  # (B, H, T, hd)
+        k = rope(k.transpose(1, 2), cos, sin)  # (B, n_kv, T, hd)
         cache = self.cache if cache is None else cache
         if isinstance(start, Rows):
-            y = torch.cat([self._grouped(q[i:i + 1], *cache.update(p, k[i:i + 1], v[i:i + 1], r), mask[i])
+            y = torch.cat([self._attend(q[i:i + 1], *cache.update(p, k[i:i + 1], v[i:i + 1], r), mask[i])
                            for i, (r, p) in enumerate(zip(start.rows, start.positions))])
             return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
         if cache is not None:
             k, v = cache.update(start, k, v, row)  # (B, n_kv, S, hd)
-        if self.softcap is None and q.shape[2] > 1:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
-                                               enable_gqa=self.n_kv != self.n_heads)
-        else:  # decoding one token, or Gemma 2's soft-capping
-            y = self._grouped(q, k, v, mask)
+        y = self._attend(q, k, v, mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """PyTorch's fused attention, except for a single float32 query (where _grouped's two matrix products
+        are faster) and Gemma 2's soft-capping (which it lacks). 16-bit single queries take the fused
+        kernel: a 16-bit batched matrix product of these shapes is 3-4 times slower on CPU."""
+        if self.softcap is None and (q.shape[2] > 1 or q.dtype != torch.float32):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
+                                                  enable_gqa=self.n_kv != self.n_heads)
+        return self._grouped(q, k, v, mask)
 
     def _grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Attention with the query heads of each KV head stacked, so MQA/GQA need no repeated K/V.
@@ -242,6 +255,14 @@ class GemmaForCausalLM(nn.Module):
     @property
     def dtype(self) -> torch.dtype:  # of activations (the embedding may be a GGUF file's blocks)
         return self.model.norm.weight.dtype
+
+    def use_fused_ops(self) -> None:
+        """Norms and RoPE as single C++ ops (codegemma.kernels, which must have built): float32 inside, one
+        rounding, hundreds fewer small PyTorch operations per decoded token. For inference (the GGUF loader
+        turns it on with the quantized kernels); inputs that need gradients still take the plain path."""
+        for m in self.modules():
+            if isinstance(m, (RMSNorm, Attention)):
+                m.fused = True
 
     def rows_independent(self) -> bool:
         """Whether each row of a pass gets the bits it gets alone, which exact speculative decoding needs: true

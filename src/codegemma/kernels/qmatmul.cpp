@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -559,6 +560,79 @@ void check_weight(const at::Tensor& w, int64_t type, int64_t rows, int64_t cols)
   TORCH_CHECK(cols % LANES == 0, "rows must be a multiple of ", LANES, " values");
 }
 
+// float32 copies and bfloat16 roundings done here rather than as ATen ops: a decoding step makes
+// hundreds of these tiny conversions, and each ATen call costs more than the conversion itself.
+at::Tensor to_f32(const at::Tensor& x) {
+  if (x.scalar_type() == at::kFloat) return x.contiguous();
+  const at::Tensor xc = x.contiguous();
+  at::Tensor out = at::empty(xc.sizes(), xc.options().dtype(at::kFloat));
+  const at::BFloat16* src = xc.data_ptr<at::BFloat16>();
+  float* dst = out.data_ptr<float>();
+  for (int64_t i = 0, n = xc.numel(); i < n; ++i) dst[i] = float(src[i]);
+  return out;
+}
+
+at::Tensor to_bf16(const at::Tensor& x) {
+  at::Tensor out = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
+  const float* src = x.data_ptr<float>();
+  at::BFloat16* dst = out.data_ptr<at::BFloat16>();
+  for (int64_t i = 0, n = x.numel(); i < n; ++i) dst[i] = at::BFloat16(src[i]);  // nearest even, as .to()
+  return out;
+}
+
+// Gemma's RMSNorm in float32: x * rsqrt(mean(x^2) + eps) * gain (gain = 1 + w), rounded once to x's dtype.
+at::Tensor rms_norm(const at::Tensor& x_in, const at::Tensor& gain_in, double eps) {
+  TORCH_CHECK(x_in.device().is_cpu() && gain_in.scalar_type() == at::kFloat, "rms_norm: CPU x, float32 gain");
+  const int64_t d = x_in.size(-1);
+  TORCH_CHECK(gain_in.numel() == d, "rms_norm: gain of ", gain_in.numel(), " values for rows of ", d);
+  const at::Tensor x = to_f32(x_in), gain = gain_in.contiguous();
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* g = gain.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const int64_t rows = x.numel() / d;
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* xr = xp + r * d;
+      float* orow = o + r * d;
+      float ss[16] = {};
+      int64_t j = 0;
+      for (; j + 16 <= d; j += 16)
+        for (int l = 0; l < 16; ++l) ss[l] += xr[j + l] * xr[j + l];
+      float sum = 0;
+      for (int l = 0; l < 16; ++l) sum += ss[l];
+      for (; j < d; ++j) sum += xr[j] * xr[j];
+      const float scale = 1.0f / std::sqrt(sum / float(d) + float(eps));
+      for (j = 0; j < d; ++j) orow[j] = (xr[j] * scale) * g[j];
+    }
+  });
+  return x_in.scalar_type() == at::kBFloat16 ? to_bf16(out) : out;
+}
+
+// Split-halves RoPE of x (B, H, T, hd) by cos/sin (B, 1, T, hd), in float32, rounded once to x's dtype.
+at::Tensor rope(const at::Tensor& x_in, const at::Tensor& cos_in, const at::Tensor& sin_in) {
+  TORCH_CHECK(x_in.dim() == 4 && cos_in.dim() == 4 && sin_in.dim() == 4, "rope: (B, H, T, hd) and (B, 1, T, hd)");
+  const at::Tensor x = to_f32(x_in), c = to_f32(cos_in), s = to_f32(sin_in);
+  const int64_t B = x.size(0), H = x.size(1), T = x.size(2), hd = x.size(3), half = hd / 2;
+  TORCH_CHECK(c.size(0) == B && c.size(2) == T && c.size(3) == hd && c.sizes() == s.sizes(), "rope: table shapes");
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* cp = c.data_ptr<float>();
+  const float* sp = s.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        const float* xr = xp + ((b * H + h) * T + t) * hd;
+        const float* cr = cp + (b * T + t) * hd;
+        const float* sr = sp + (b * T + t) * hd;
+        float* orow = o + ((b * H + h) * T + t) * hd;
+        for (int64_t j = 0; j < half; ++j) orow[j] = xr[j] * cr[j] - xr[j + half] * sr[j];
+        for (int64_t j = half; j < hd; ++j) orow[j] = xr[j] * cr[j] + xr[j - half] * sr[j];
+      }
+  return x_in.scalar_type() == at::kBFloat16 ? to_bf16(out) : out;
+}
+
 // x (N, cols) float32 or bfloat16; weights[i] the blocks of a (rows[i], cols) matrix of ggml type
 // types[i]. Returns x @ W_i.T for each i: (N, rows[i]) float32, or x's dtype unless f32_out.
 std::vector<at::Tensor> qgemv(const at::Tensor& x_in, at::TensorList weights, at::IntArrayRef types,
@@ -567,7 +641,7 @@ std::vector<at::Tensor> qgemv(const at::Tensor& x_in, at::TensorList weights, at
   TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kBFloat16, "x: float32 or bfloat16");
   TORCH_CHECK(weights.size() == types.size() && weights.size() == rows.size(), "one type and row count per weight");
   const int64_t n = x_in.size(0), cols = x_in.size(1);
-  const at::Tensor x = x_in.to(at::kFloat).contiguous();
+  const at::Tensor x = to_f32(x_in);
   std::vector<at::Tensor> outs;
   // tiles of output rows across all weights, shared out over the threads
   struct Tile { int w; int64_t first, count; };
@@ -591,8 +665,8 @@ std::vector<at::Tensor> qgemv(const at::Tensor& x_in, at::TensorList weights, at
                outs[tile.w].data_ptr<float>(), rows[tile.w]);
     }
   });
-  if (!f32_out && x_in.scalar_type() != at::kFloat)
-    for (auto& o : outs) o = o.to(x_in.scalar_type());
+  if (!f32_out && x_in.scalar_type() == at::kBFloat16)
+    for (auto& o : outs) o = to_bf16(o);
   return outs;
 }
 
@@ -637,11 +711,15 @@ TORCH_LIBRARY(codegemma, m) {
   m.def("qgemv(Tensor x, Tensor[] weights, int[] types, int[] rows, bool f32_out) -> Tensor[]");
   m.def("dequant_rows(Tensor w, int type, int rows, int cols, Tensor? ids, bool bf16_out) -> Tensor");
   m.def("lanes() -> int");
+  m.def("rms_norm(Tensor x, Tensor gain, float eps) -> Tensor");
+  m.def("rope(Tensor x, Tensor cos, Tensor sin) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(codegemma, CPU, m) {
   m.impl("qgemv", qgemv);
   m.impl("dequant_rows", dequant_rows);
+  m.impl("rms_norm", rms_norm);
+  m.impl("rope", rope);
 }
 
 TORCH_LIBRARY_IMPL(codegemma, CompositeExplicitAutograd, m) {

@@ -288,6 +288,11 @@ def load_gguf(path: str | Path, *, device: str | torch.device = "cpu", dtype: to
         tensors = iter(list(tensors))  # swaps the kept tensors in before parameters are allocated
     _materialize(model, device)
     fill_from(model, tensors, source=source)
+    if keep_quantized:
+        from ..kernels import backend
+
+        if backend() == "cpp":
+            model.use_fused_ops()
     return model.eval(), tokenizer
 
 

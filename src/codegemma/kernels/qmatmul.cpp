@@ -670,6 +670,47 @@ std::vector<at::Tensor> qgemv(const at::Tensor& x_in, at::TensorList weights, at
   return outs;
 }
 
+template <class Fmt>
+void decode_row_vec(const uint8_t* row, int64_t cols, float* y) {
+  for (int64_t blk = 0; blk < cols / Fmt::values; ++blk) {
+    float* out = y + blk * Fmt::values;
+    Fmt::block(row + blk * Fmt::bytes, [&](int g, f32x16 w) { std::memcpy(out + LANES * g, &w, 64); });
+  }
+}
+
+// One row of a matrix to float32: the vector decoders where a format has one.
+void decode_row(int64_t type, Decoder dec, Format fmt, const uint8_t* row, int64_t cols, float* y) {
+  switch (type) {
+    case Q8_0: return decode_row_vec<Q8_0F>(row, cols, y);
+    case Q4_0: return decode_row_vec<Q4_0F>(row, cols, y);
+    case Q4_1: return decode_row_vec<Q4_1F>(row, cols, y);
+    case Q5_0: return decode_row_vec<Q5_0F>(row, cols, y);
+    case Q5_1: return decode_row_vec<Q5_1F>(row, cols, y);
+    case Q4_K: return decode_row_vec<Q4_KF>(row, cols, y);
+    case Q5_K: return decode_row_vec<Q5_KF>(row, cols, y);
+    case Q6_K: return decode_row_vec<Q6_KF>(row, cols, y);
+    default:
+      for (int64_t b = 0; b < cols / fmt.values; ++b) dec(row + b * fmt.bytes, y + b * fmt.values);
+  }
+}
+
+// float32 to bfloat16, rounding to nearest even (as at::BFloat16 does for finite values; weights are finite)
+void store_bf16(const float* y, int64_t n, uint16_t* out) {
+  typedef uint16_t u16x16 __attribute__((vector_size(32)));
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    u32x16 bits;
+    std::memcpy(&bits, y + j, 64);
+    const u32x16 rounded = (bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16;
+    const u16x16 h = __builtin_convertvector(rounded, u16x16);
+    std::memcpy(out + j, &h, 32);
+  }
+  for (; j < n; ++j) {
+    const at::BFloat16 b(y[j]);
+    std::memcpy(out + j, &b, 2);
+  }
+}
+
 // Rows `ids` (or all rows when ids is None) of a (rows, cols) matrix of ggml type `type`, dequantized
 // to float32 (or bfloat16: the float32 value rounded once).
 at::Tensor dequant_rows(const at::Tensor& w, int64_t type, int64_t rows, int64_t cols,
@@ -693,11 +734,8 @@ at::Tensor dequant_rows(const at::Tensor& w, int64_t type, int64_t rows, int64_t
     for (int64_t i = begin; i < end; ++i) {
       const uint8_t* row = base + (idp ? idp[i] : i) * row_bytes;
       float* y = bf16_out ? tmp.data() : out.data_ptr<float>() + i * cols;
-      for (int64_t b = 0; b < cols / fmt.values; ++b) dec(row + b * fmt.bytes, y + b * fmt.values);
-      if (bf16_out) {
-        at::BFloat16* o = out.data_ptr<at::BFloat16>() + i * cols;
-        for (int64_t j = 0; j < cols; ++j) o[j] = at::BFloat16(y[j]);  // round to nearest even
-      }
+      decode_row(type, dec, fmt, row, cols, y);
+      if (bf16_out) store_bf16(y, cols, reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>() + i * cols));
     }
   });
   return out;

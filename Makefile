@@ -15,7 +15,7 @@ LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := $(shell python3 scripts/llama_cpp_cmake_args.py)
 LLAMA_WHEELS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/codegemma/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell echo "$(LLAMA_CMAKE_ARGS)" | sha256sum | cut -c1-12)
 
-.PHONY: run test test-all lint bench install install-test llama-cpp toolchains tabby-agent clean
+.PHONY: run test test-all lint bench install install-test llama-cpp toolchains tabby-agent chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -68,13 +68,23 @@ tabby-agent:
 		npm install -q --no-audit --no-fund --prefix $(NPM_CACHE) tabby-agent@$(TABBY_AGENT) >/dev/null 2>&1 || \
 		echo "tabby-agent: npm could not install tabby-agent@$(TABBY_AGENT); its test will skip"
 
+# Debian's Chromium, which tests/test_learn_browser.py drives with Playwright (`playwright install` needs the
+# network at test time). Installed where missing, as root; otherwise the test skips, naming the package.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	if [ "$$(id -u)" != 0 ]; then echo "chromium: not root, not installed; the browser test will skip"; \
+	else echo "chromium: apt-get install chromium"; \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			-o DPkg::Lock::Timeout=600 chromium; } >/dev/null \
+			|| echo "chromium: could not install chromium; the browser test will skip"; fi
+
 run: $(STAMP)
 	$(VENV)/bin/codegemma serve --model default --dtype bfloat16 --host 127.0.0.1 --port 8080
 
-test: $(TEST_STAMP) toolchains tabby-agent
+test: $(TEST_STAMP) toolchains tabby-agent chromium
 	$(PY) -m pytest -q
 
-test-all: $(TEST_STAMP) toolchains tabby-agent
+test-all: $(TEST_STAMP) toolchains tabby-agent chromium
 	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: $(TEST_STAMP)

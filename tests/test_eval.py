@@ -109,13 +109,15 @@ def test_hostile_programs_are_contained(name):
 
 
 def processes_of(box: str) -> list[str]:
-    """Live processes whose environment says HOME=box (every process of that sandbox has it)."""
+    """Live processes working in box or with HOME=box (every process of that sandbox starts with both; a Python
+    program, run inside the sandbox's already started interpreter, shows HOME only in os.environ)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
-                if f"HOME={box}".encode() in f.read().split(b"\0"):
-                    found.append(pid)
+                home = f"HOME={box}".encode() in f.read().split(b"\0")
+            if home or os.readlink(f"/proc/{pid}/cwd").startswith(box):
+                found.append(pid)
         except OSError:
             continue
     return found

@@ -26,6 +26,9 @@ from codegemma.learn.progress import Progress
 
 WRONG = "def similar_elements(a, b):\n    return tuple(set(a) | set(b))\n"
 RIGHT = "def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b)))\n"
+WRONG_JS = "function similarElements(testTup1, testTup2) {\n  return testTup1;\n}\n"
+RIGHT_JS = ("function similarElements(testTup1, testTup2) {\n"
+            "  return testTup1.filter((x) => testTup2.includes(x)).sort((a, b) => a - b);\n}\n")
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +287,9 @@ def test_the_whole_flow_over_http_survives_a_killed_app(tiny_checkpoint, tmp_pat
             assert h["hint"] and h["model"] == tiny_checkpoint.name
             right = client.post("/api/exercises/mbpp-2/run", json={"code": RIGHT, "seconds": 15}).json()
             assert right["passed"] and right["n_passed"] == 3
-            assert right["progress"] == {"attempts": 2, "solved": True, "hints": 1, "seconds": 45.0}
+            assert right["progress"] == {"attempts": 2, "solved": True, "hints": 1, "seconds": 45.0,
+                                         "solved_in": ["python"]}
+            _javascript_runs(client)
             explained = client.post("/api/explain", json={"code": RIGHT})
             assert explained.status_code == 200
             fixed = client.post("/api/fix", json={"code": "def f(a, b)\n    return a\n"}).json()
@@ -308,11 +313,29 @@ def test_the_whole_flow_over_http_survives_a_killed_app(tiny_checkpoint, tmp_pat
         with httpx.Client(base_url=again.url, timeout=60) as client:
             ex = client.get("/api/exercises/mbpp-2").json()
             assert ex["progress"]["solved"] and ex["progress"]["attempts"] == 2 and ex["last_code"] == RIGHT
+            js = client.get("/api/exercises/mbpp-2", params={"language": "javascript"}).json()
+            assert js["last_code"] == RIGHT_JS and js["progress"]["attempts"] == 2
+            assert ex["overall"]["solved_in"] == ["javascript", "python"]
             assert client.get("/api/exercises/custom-1").json()["title"] == "Answer"
             exported = [json.loads(line) for line in client.get("/api/export").text.splitlines()]
-            assert [r["kind"] for r in exported].count("attempt") == 2 and exported[0]["kind"] == "attempt"
+            assert [r["kind"] for r in exported].count("attempt") == 4 and exported[0]["kind"] == "attempt"
     finally:
         again.kill()
     out = subprocess.run([sys.executable, "-m", "codegemma.cli", "learn", "--db", str(db), "--export", "-"],
                          capture_output=True, text=True, env={**os.environ}, check=True).stdout
-    assert len(out.splitlines()) == 4  # two attempts, one hint, one exercise
+    assert len(out.splitlines()) == 6  # four attempts, one hint, one exercise
+
+
+def _javascript_runs(client: httpx.Client) -> None:
+    """The same exercise in JavaScript: BabelCode's prompt as the start, its driver's verdict, progress apart."""
+    page = client.get("/api/exercises/mbpp-2", params={"language": "javascript"}).json()
+    assert page["language"]["name"] == "JavaScript" and page["progress"] is None and page["last_code"] is None
+    assert page["language"]["starter"].startswith("/**") and "function similarElements(testTup1, testTup2) {" \
+        in page["language"]["starter"]
+    assert page["language"]["tests"][0] == ["similarElements([3, 4, 5, 6], [5, 7, 4, 10])", "[4, 5]"]
+    wrong = client.post("/api/exercises/mbpp-2/run", json={"code": WRONG_JS, "language": "javascript"}).json()
+    assert not wrong["passed"] and wrong["tests"][0]["status"] == "failed" and wrong["tests"][0]["expected"] == "[4, 5]"
+    right = client.post("/api/exercises/mbpp-2/run", json={"code": RIGHT_JS, "language": "javascript"}).json()
+    assert right["passed"] and right["progress"]["attempts"] == 2 and right["progress"]["solved_in"] == ["javascript"]
+    fixed = client.post("/api/fix", json={"code": "int f() {\n  return 1\n}\n", "language": "cpp"}).json()
+    assert fixed["problems"][0]["line"] == 2 and "+  return 1;" in fixed["diff"] and "b/solution.cpp" in fixed["diff"]

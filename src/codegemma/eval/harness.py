@@ -70,6 +70,27 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
+def score_many(problems: list[Problem], completions: list[str], timeout: float) -> list[dict]:
+    """Scores samples of one benchmark; BabelCode Java and Kotlin programs share one compiler call."""
+    if len(problems) > 1 and problems[0].style == "babelcode":
+        from .babelcode.batch import batched, run_batch
+
+        if batched(problems[0].language):
+            return run_batch(problems[0].language, [(p.question, p.prompt, c) for p, c in zip(problems, completions)],
+                             timeout)
+    return [score_one(p, c, timeout) for p, c in zip(problems, completions)]
+
+
+def batch_size(problem: Problem) -> int:
+    """How many samples score_many takes at once: BATCH for BabelCode Java and Kotlin, else one."""
+    if problem.style == "babelcode":
+        from .babelcode.batch import BATCH, batched
+
+        if batched(problem.language):
+            return BATCH
+    return 1
+
+
 def score_one(problem: Problem, completion: str, timeout: float) -> dict:
     if problem.style == "babelcode":
         from .babelcode import run as run_babelcode
@@ -110,14 +131,23 @@ def _check_same_run(out: Path, identity: dict) -> None:
 
 def _score_stream(problems: dict[str, Problem], samples: Iterable[tuple[str, int, str]], log: ResultLog,
                   settings: RunSettings) -> None:
-    """Runs every (task_id, sample, completion) in parallel workers, logging each result as it lands."""
-    def job(item: tuple[str, int, str]) -> None:
-        task_id, sample, completion = item
-        log.add({"task_id": task_id, "sample": sample, "completion": completion,
-                 **score_one(problems[task_id], completion, settings.timeout)})
+    """Runs every (task_id, sample, completion) in parallel workers (in batches where score_many compiles several
+    programs at once), logging each result as its batch lands."""
+    def job(batch: list[tuple[str, int, str]]) -> None:
+        results = score_many([problems[t] for t, _, _ in batch], [c for _, _, c in batch], settings.timeout)
+        for (task_id, sample, completion), result in zip(batch, results):
+            log.add({"task_id": task_id, "sample": sample, "completion": completion, **result})
 
     with ThreadPoolExecutor(max(1, settings.workers)) as pool:
-        for future in [pool.submit(job, item) for item in samples]:
+        futures, batch = [], []
+        for item in samples:
+            batch.append(item)
+            if len(batch) >= batch_size(problems[item[0]]):
+                futures.append(pool.submit(job, batch))
+                batch = []
+        if batch:
+            futures.append(pool.submit(job, batch))
+        for future in futures:
             future.result()
 
 

@@ -1,5 +1,5 @@
 """`codegemma learn`: the practice web app (FastAPI, the server's ASGI stack): exercise list, exercise page with
-an editor, Run / Hint / Explain / Fix, and the learner's progress.
+an editor, Run / Hint / Explain / Fix in Python and BabelCode's languages, and the learner's progress.
 
 Pages are static HTML and JavaScript shipped in static/ that talk to the JSON API below; syntax highlighting
 is Pygments' on the server (POST /api/highlight), so nothing is fetched from the network at run time. One
@@ -17,10 +17,12 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from ..errors import CodeGemmaError
 from .exercises import Exercise, ExerciseError, custom, shipped
 from .fixing import BY_NAME, FixError, fix
 from .grading import grade
 from .hints import TooLong, hint, stream_explanation
+from .languages import LANGUAGES, LanguageError, calls, grade_in, missing_toolchain, offered, question, starter
 from .progress import Progress
 
 STATIC = Path(__file__).with_name("static")
@@ -30,6 +32,7 @@ MAX_CODE = 100_000  # characters of code in one request
 class CodeIn(BaseModel):
     code: str = Field(max_length=MAX_CODE)
     seconds: float = Field(default=0.0, ge=0.0)  # time spent since the page opened or the last run
+    language: str = "python"  # one of languages.LANGUAGES
 
 
 class SourceIn(BaseModel):
@@ -109,7 +112,8 @@ def _pages(app: FastAPI) -> None:
 
     @app.get("/api/info")
     def info() -> dict:
-        return {"model": app.state.model_name, "languages": sorted(BY_NAME)}
+        return {"model": app.state.model_name, "languages": sorted(BY_NAME),
+                "exercise_languages": [_language(lang) for lang in LANGUAGES]}
 
     @app.post("/api/highlight")
     def highlight(body: SourceIn) -> dict:
@@ -129,7 +133,8 @@ def _exercise_routes(app: FastAPI) -> None:
     @app.get("/api/exercises")
     def exercises() -> dict:
         done = progress.summary()
-        return {"exercises": [{**e.summary(), "progress": done.get(e.id)} for e in catalog.all()]}
+        return {"exercises": [{**e.summary(), "languages": offered(e.id), "progress": done.get(e.id)}
+                              for e in catalog.all()]}
 
     @app.post("/api/exercises", status_code=201)
     def add(body: ExerciseIn) -> dict:
@@ -139,16 +144,27 @@ def _exercise_routes(app: FastAPI) -> None:
             raise HTTPException(400, str(exc)) from exc
 
     @app.get("/api/exercises/{exercise_id}")
-    def exercise(exercise_id: str) -> dict:
+    def exercise(exercise_id: str, language: str = "python") -> dict:
+        """The exercise, and in `language`: its starting code, its tests, the learner's progress and last code."""
         e = catalog.get(exercise_id)
-        return {**e.public(), "progress": progress.summary().get(e.id), "last_code": progress.last_code(e.id)}
+        _offered(e, language)
+        return {**e.public(), "languages": [_language(lang) for lang in offered(e.id)],
+                "language": {**_language(language), "starter": starter(e, language),
+                             "tests": [list(t) for t in calls(e, language)]},
+                "progress": progress.summary(language).get(e.id), "overall": progress.summary().get(e.id),
+                "last_code": progress.last_code(e.id, language)}
 
     @app.post("/api/exercises/{exercise_id}/run")
     def run(exercise_id: str, body: CodeIn) -> dict:
         e = catalog.get(exercise_id)
-        report = grade(e, body.code)
-        progress.record_attempt(e.id, body.code, report.passed, report.n_passed, len(report.tests), body.seconds)
-        return {**report.to_dict(), "progress": progress.summary().get(e.id)}
+        _offered(e, body.language)
+        try:
+            report = grade_in(e, body.language, body.code)
+        except CodeGemmaError as exc:  # a toolchain that is missing here
+            raise HTTPException(409, str(exc)) from exc
+        progress.record_attempt(e.id, body.code, report.passed, report.n_passed, len(report.tests), body.seconds,
+                                body.language)
+        return {**report.to_dict(), "progress": progress.summary(body.language).get(e.id)}
 
     @app.get("/api/progress")
     def summary() -> dict:
@@ -167,11 +183,15 @@ def _model_routes(app: FastAPI) -> None:
     @app.post("/api/exercises/{exercise_id}/hint")
     def get_hint(exercise_id: str, body: CodeIn) -> dict:
         e = catalog.get(exercise_id)
-        with app.state.lock:
-            h = hint(app.state.model, e, body.code)
-        progress.record_hint(e.id, body.code, h.text, h.withheld, app.state.model_name)
+        _offered(e, body.language)
+        try:
+            with app.state.lock:
+                h = hint(app.state.model, e, body.code, language=body.language)
+        except CodeGemmaError as exc:  # a toolchain that is missing here
+            raise HTTPException(409, str(exc)) from exc
+        progress.record_hint(e.id, body.code, h.text, h.withheld, app.state.model_name, body.language)
         return {"hint": h.text, "withheld": h.withheld, "tries": h.tries, "spoilers": h.spoilers, "source": h.source,
-                "model": app.state.model_name, "progress": progress.summary().get(e.id)}
+                "model": app.state.model_name, "progress": progress.summary(body.language).get(e.id)}
 
     @app.post("/api/explain")
     def explain(body: SourceIn) -> StreamingResponse:
@@ -186,10 +206,26 @@ def _model_routes(app: FastAPI) -> None:
     @app.post("/api/fix")
     def fix_code(body: SourceIn) -> dict:
         try:
+            ext = next((ext for _, _, parser, ext in LANGUAGES.values() if parser == body.language), "txt")
             with app.state.lock:
-                return fix(body.code, body.language, app.state.model, name="solution.py").to_dict()
+                return fix(body.code, body.language, app.state.model, name=f"solution.{ext}").to_dict()
         except FixError as exc:
             raise HTTPException(400, str(exc)) from exc
+
+
+def _language(language: str) -> dict:
+    """How the page names, highlights and parses `language`, and whether it can run here."""
+    name, lexer, parser, ext = LANGUAGES[language]
+    install = missing_toolchain(language)
+    return {"id": language, "name": name, "highlight": lexer, "parser": parser, "extension": ext,
+            "available": install is None, "install": install}
+
+
+def _offered(exercise: Exercise, language: str) -> None:
+    try:
+        question(exercise, language)
+    except LanguageError as exc:
+        raise HTTPException(400, str(exc)) from exc
 
 
 def _locked(lock: threading.Lock, chunks: Iterator[str]) -> Iterator[str]:

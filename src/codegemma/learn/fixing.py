@@ -33,6 +33,7 @@ LANGUAGES = {
 }
 BY_NAME = {lang: (module, fn) for lang, module, fn in LANGUAGES.values()}
 WINDOW = 4  # lines on each side of the error that the model rewrites
+SPAN = 12  # an ERROR node of at most this many lines gets the one-line repairs on each of its lines
 _FENCE = re.compile(r"```[a-zA-Z0-9_+#-]*\n(.*?)(?:```|\Z)", re.S)
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 
@@ -219,7 +220,7 @@ def _single_repairs(source: str, language: str, problem: SyntaxProblem) -> list[
     tree = parser(language).parse(data)
     out = [] if language == "python" else [_closer_line(lines, problem.line - 1, c) for c in "})"]
     index = min(problem.line, len(lines)) - 1
-    for i in (index, index - 1):
+    for i in (index, index - 1, *_spanned_lines(tree.root_node)):
         if 0 <= i < len(lines):
             out += [_replace_line(lines, i, edit) for edit in _line_edits(lines[i], lines[i - 1] if i else "")]
     for node in _broken(tree.root_node):
@@ -229,6 +230,13 @@ def _single_repairs(source: str, language: str, problem: SyntaxProblem) -> list[
         if node.type == "ERROR" and node.end_byte - node.start_byte <= 20 and node.start_point[0] == node.end_point[0]:
             out.append((data[:node.start_byte] + data[node.end_byte:]).decode("utf-8", "replace"))
     return out
+
+
+def _spanned_lines(root, most: int = SPAN) -> list[int]:
+    """The lines (0-based) inside a tree-sitter ERROR node of a few lines: where the error starts is where the
+    parser gave up on a construct (Rust: a function), and the slip may be any line of it."""
+    spans = [range(n.start_point[0], n.end_point[0] + 1) for n in _broken(root) if n.type == "ERROR"]
+    return [i for span in spans if 1 < len(span) <= most for i in span]
 
 
 def _closer_line(lines: list[str], index: int, closer: str) -> str:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from ..errors import CodeGemmaError
 from .exercises import Exercise
-from .grading import Report, TestResult, grade
+from .grading import Report, TestResult
+from .languages import LANGUAGES, grade_in
 
 HINT_TOKENS = 160
 EXPLAIN_TOKENS = 256
@@ -48,17 +49,23 @@ class Hint:
     source: str = "model"  # model; nudge (every try a spoiler, or only an echo of the question)
 
 
-def hint_messages(exercise: Exercise, code: str, failing: TestResult | None) -> list[dict]:
+def hint_messages(exercise: Exercise, code: str, failing: TestResult | None, language: str = "python") -> list[dict]:
+    """The statement (in other languages than Python, its first paragraph: their code holds the rest as a doc
+    comment), the code and the first failing test."""
     test = _describe(failing) if failing else "All tests pass; the learner asks how to improve the code."
+    where = "" if language == "python" else f" in {LANGUAGES[language][0]}"
+    statement = exercise.statement if language == "python" else exercise.statement.split("\n\n")[0]
     return [{"role": "user", "content": (
-        "You are a patient programming tutor. A student is working on this exercise:\n\n"
-        f"{exercise.statement}\n\nTheir code:\n```python\n{code}\n```\n\nThe first failing test:\n{test}\n\n"
+        f"You are a patient programming tutor. A student is working on this exercise{where}:\n\n"
+        f"{statement}\n\nTheir code:\n```{language}\n{code}\n```\n\nThe first failing test:\n{test}\n\n"
         "Give ONE short hint (two or three sentences) that helps them find the problem themselves. "
         "Do not write the corrected code or the solution.")}]
 
 
 def _describe(t: TestResult) -> str:
     lines = [f"`{t.code}`: {t.status}"]
+    if t.expected is not None and t.actual is None and t.status == "failed":
+        lines.append(f"expected {t.expected}")
     if t.expected is not None and t.actual is not None:
         lines.append(f"expected {t.expected}, got {t.actual}")
     if t.error:
@@ -66,10 +73,11 @@ def _describe(t: TestResult) -> str:
     return "; ".join(lines)
 
 
-def code_blocks(text: str) -> list[str]:
-    """Code a hint contains: fenced blocks, or the whole text when it parses as Python defining something."""
+def code_blocks(text: str, language: str = "python") -> list[str]:
+    """Code a hint contains: fenced blocks, or (Python) the whole text when it parses as Python defining
+    something."""
     blocks = [b.strip("\n") for b in _FENCE.findall(text)]
-    if not blocks:
+    if not blocks and language == "python":
         try:
             tree = ast.parse(text)
             if any(isinstance(n, ast.FunctionDef | ast.Lambda | ast.Return) for n in ast.walk(tree)):
@@ -79,17 +87,31 @@ def code_blocks(text: str) -> list[str]:
     return [b for b in blocks if b.strip()]
 
 
-def is_spoiler(exercise: Exercise, code: str, hint: str) -> bool:
-    """Whether code in `hint`, alone or after the learner's code, passes every test of the exercise."""
-    for block in code_blocks(hint):
-        for candidate in (block, f"{code}\n\n{block}\n"):
-            if grade(exercise, candidate, budget=8.0).passed:
+def is_spoiler(exercise: Exercise, code: str, hint: str, language: str = "python") -> bool:
+    """Whether code in `hint` passes every test of the exercise: alone or after the learner's code (Python and
+    JavaScript, where a later definition replaces theirs), and in Java and C# also inside `class Solution`."""
+    for block in code_blocks(hint, language):
+        for candidate in _candidates(code, block, language):
+            if grade_in(exercise, language, candidate, budget=8.0).passed:
                 return True
     return False
 
 
-def nudge(exercise: Exercise, failing: TestResult | None) -> str:
+def _candidates(code: str, block: str, language: str) -> list[str]:
+    out = [block]
+    if language in ("python", "javascript"):
+        out.append(f"{code}\n\n{block}\n")
+    if language in ("java", "csharp") and "class Solution" not in block:
+        out.append(f"class Solution {{\n{block}\n}}\n")
+    return out
+
+
+def nudge(exercise: Exercise, failing: TestResult | None, load_error: dict | None = None) -> str:
     """A hint that needs no model: what the first failing test says, and where to look."""
+    if load_error:
+        where = f" at line {load_error['line']}" if load_error.get("line") else ""
+        return f"Your code does not {'compile' if load_error['status'] == 'compile error' else 'run'}: " \
+               f"{load_error['error']}{where}. Read that line and the one before it."
     if failing is None:
         return "Every test passes. Try another exercise, or make this solution shorter and clearer."
     if failing.status == "timeout":
@@ -99,29 +121,33 @@ def nudge(exercise: Exercise, failing: TestResult | None) -> str:
     if failing.expected is not None and failing.actual is not None:
         return (f"For `{failing.code}` your code returns {failing.actual} but {failing.expected} is expected. "
                 "Work through that input by hand, step by step.")
+    if failing.status == "failed" and failing.expected is not None:
+        return (f"For `{failing.code}` {failing.expected} is expected and your code returns something else. "
+                "Work through that input by hand, step by step.")
     return f"Look at `{failing.code}`: {failing.error or 'it does not pass yet'}."
 
 
-def hint(model, exercise: Exercise, code: str, report: Report | None = None, *, seed: int = 0) -> Hint:
+def hint(model, exercise: Exercise, code: str, report: Report | None = None, *, seed: int = 0,
+         language: str = "python") -> Hint:
     """A hint from `model` (anything with `.chat(messages, **options)`), checked against the spoiler filter."""
-    report = report or grade(exercise, code)
+    report = report or grade_in(exercise, language, code)
     failing = report.first_failure()
-    messages = hint_messages(exercise, code, failing)
+    messages = hint_messages(exercise, code, failing, language)
     spoilers = 0
     try:
         tokens = room(model, messages, HINT_TOKENS)
     except TooLong:
-        return Hint(nudge(exercise, failing), False, 0, 0, "nudge")
+        return Hint(nudge(exercise, failing, report.load_error), False, 0, 0, "nudge")
     for attempt in range(TRIES):
         options = {"max_tokens": tokens, "temperature": 0.0 if attempt == 0 else 0.8, "seed": seed + attempt}
         text = "".join(tidy(model.stream_chat(messages, **options), messages[-1]["content"])).strip()
-        if is_spoiler(exercise, code, text):
+        if is_spoiler(exercise, code, text, language):
             spoilers += 1
             continue
         if not text:  # nothing but the question repeated back: a pretrained model's answer to a chat
-            return Hint(nudge(exercise, failing), False, attempt + 1, spoilers, "nudge")
+            return Hint(nudge(exercise, failing, report.load_error), False, attempt + 1, spoilers, "nudge")
         return Hint(text, False, attempt + 1, spoilers)
-    return Hint(nudge(exercise, failing), True, TRIES, spoilers, "nudge")
+    return Hint(nudge(exercise, failing, report.load_error), True, TRIES, spoilers, "nudge")
 
 
 def tidy(chunks: Iterator[str], prompt: str, *, shortest: int = 16, longest: int = 400) -> Iterator[str]:

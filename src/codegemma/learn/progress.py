@@ -1,4 +1,5 @@
-"""The learner's progress in SQLite: attempts, hints, learners' own exercises; export to JSONL.
+"""The learner's progress in SQLite: attempts and hints per (exercise, language), learners' own exercises;
+export to JSONL.
 
 Every write is one transaction on its own connection (WAL journal, synchronous FULL, a busy timeout), so two
 tabs writing at once wait for each other instead of failing, and a process killed at any moment leaves every
@@ -18,12 +19,13 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY, exercise TEXT NOT NULL, at REAL NOT NULL, code TEXT NOT NULL,
     passed INTEGER NOT NULL, n_passed INTEGER NOT NULL, n_tests INTEGER NOT NULL,
-    seconds REAL NOT NULL  -- time the learner spent on the exercise since the page opened or the last run
+    seconds REAL NOT NULL,  -- time the learner spent on the exercise since the page opened or the last run
+    language TEXT NOT NULL DEFAULT 'python'
 );
 CREATE INDEX IF NOT EXISTS attempts_exercise ON attempts (exercise);
 CREATE TABLE IF NOT EXISTS hints (
     id INTEGER PRIMARY KEY, exercise TEXT NOT NULL, at REAL NOT NULL, code TEXT NOT NULL, hint TEXT NOT NULL,
-    withheld INTEGER NOT NULL, model TEXT NOT NULL
+    withheld INTEGER NOT NULL, model TEXT NOT NULL, language TEXT NOT NULL DEFAULT 'python'
 );
 CREATE INDEX IF NOT EXISTS hints_exercise ON hints (exercise);
 CREATE TABLE IF NOT EXISTS exercises (
@@ -31,6 +33,9 @@ CREATE TABLE IF NOT EXISTS exercises (
     starter TEXT NOT NULL, reference TEXT NOT NULL
 );
 """
+# Databases written before languages: their rows are Python's.
+MIGRATIONS = {("attempts", "language"): "ALTER TABLE attempts ADD COLUMN language TEXT NOT NULL DEFAULT 'python'",
+              ("hints", "language"): "ALTER TABLE hints ADD COLUMN language TEXT NOT NULL DEFAULT 'python'"}
 MAX_SECONDS = 6 * 3600.0  # time reported for one attempt is capped (a tab left open overnight)
 
 
@@ -43,6 +48,11 @@ class Progress:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            db.execute("BEGIN IMMEDIATE")
+            for (table, column), sql in MIGRATIONS.items():
+                if column not in {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(sql)
+            db.execute("COMMIT")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -66,15 +76,17 @@ class Progress:
         return int(row or 0)
 
     def record_attempt(self, exercise: str, code: str, passed: bool, n_passed: int, n_tests: int,
-                       seconds: float) -> int:
+                       seconds: float, language: str = "python") -> int:
         seconds = min(max(float(seconds), 0.0), MAX_SECONDS)
-        return self._write("INSERT INTO attempts (exercise, at, code, passed, n_passed, n_tests, seconds) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?)", (exercise, time.time(), code, int(passed), n_passed,
-                                                            n_tests, seconds))
+        return self._write("INSERT INTO attempts (exercise, at, code, passed, n_passed, n_tests, seconds, language) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (exercise, time.time(), code, int(passed), n_passed,
+                                                               n_tests, seconds, language))
 
-    def record_hint(self, exercise: str, code: str, hint: str, withheld: bool, model: str) -> int:
-        return self._write("INSERT INTO hints (exercise, at, code, hint, withheld, model) VALUES (?, ?, ?, ?, ?, ?)",
-                           (exercise, time.time(), code, hint, int(withheld), model))
+    def record_hint(self, exercise: str, code: str, hint: str, withheld: bool, model: str,
+                    language: str = "python") -> int:
+        return self._write("INSERT INTO hints (exercise, at, code, hint, withheld, model, language) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", (exercise, time.time(), code, hint, int(withheld), model,
+                                                            language))
 
     def add_exercise(self, title: str, statement: str, tests: str, starter: str, reference: str) -> int:
         return self._write("INSERT INTO exercises (at, title, statement, tests, starter, reference) "
@@ -84,24 +96,30 @@ class Progress:
         with self._connect() as db:
             return [dict(r) for r in db.execute("SELECT * FROM exercises ORDER BY id")]
 
-    def summary(self) -> dict[str, dict]:
-        """Per exercise: attempts, solved, hints, seconds spent, the last code run."""
+    def summary(self, language: str | None = None) -> dict[str, dict]:
+        """Per exercise: attempts, solved, hints, seconds spent, and the languages it was solved in; in one
+        language only where `language` is given."""
+        where, args = ("WHERE language = ?", (language,)) if language else ("", ())
         out: dict[str, dict] = {}
         with self._connect() as db:
             db.execute("BEGIN")  # one consistent snapshot across the queries
-            for r in db.execute("SELECT exercise, COUNT(*) AS attempts, MAX(passed) AS solved, SUM(seconds) AS seconds "
-                                "FROM attempts GROUP BY exercise"):
+            for r in db.execute("SELECT exercise, COUNT(*) AS attempts, MAX(passed) AS solved, "
+                                "SUM(seconds) AS seconds, "
+                                "GROUP_CONCAT(DISTINCT CASE WHEN passed THEN language END) AS solved_in "
+                                f"FROM attempts {where} GROUP BY exercise", args):
                 out[r["exercise"]] = {"attempts": r["attempts"], "solved": bool(r["solved"]), "hints": 0,
-                                      "seconds": round(r["seconds"], 1)}
-            for r in db.execute("SELECT exercise, COUNT(*) AS n FROM hints GROUP BY exercise"):
-                out.setdefault(r["exercise"], {"attempts": 0, "solved": False, "seconds": 0.0})["hints"] = r["n"]
+                                      "seconds": round(r["seconds"], 1),
+                                      "solved_in": sorted(r["solved_in"].split(",")) if r["solved_in"] else []}
+            for r in db.execute(f"SELECT exercise, COUNT(*) AS n FROM hints {where} GROUP BY exercise", args):
+                out.setdefault(r["exercise"], {"attempts": 0, "solved": False, "seconds": 0.0,
+                                               "solved_in": []})["hints"] = r["n"]
             db.execute("COMMIT")
         return out
 
-    def last_code(self, exercise: str) -> str | None:
+    def last_code(self, exercise: str, language: str = "python") -> str | None:
         with self._connect() as db:
-            row = db.execute("SELECT code FROM attempts WHERE exercise = ? ORDER BY id DESC LIMIT 1",
-                             (exercise,)).fetchone()
+            row = db.execute("SELECT code FROM attempts WHERE exercise = ? AND language = ? ORDER BY id DESC LIMIT 1",
+                             (exercise, language)).fetchone()
         return row["code"] if row else None
 
     def export(self) -> Iterator[str]:

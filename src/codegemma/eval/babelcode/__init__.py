@@ -2,7 +2,8 @@
 
 `schema` infers typed test cases from a Python question (its reference signature and asserts);
 `questions` converts BabelCode's raw HumanEval (with its fixes) and MBPP's test split; each language
-module renders the prompt, the stop strings and the test driver. Benchmarks are named
+module renders the prompt, the stop strings and the test driver; `batch` compiles several Java or
+Kotlin programs per compiler call. Benchmarks are named
 `bc-humaneval-LANG` and `bc-mbpp-LANG`; task ids are `HumanEval/N` and `MBPP/N`.
 """
 
@@ -12,7 +13,7 @@ from types import ModuleType
 
 from ...errors import CodeGemmaError
 from . import cpp, csharp, go, java, javascript, kotlin, python, rust
-from .common import nonce, test_results, verdict
+from .common import nonce, result
 from .questions import Question, humaneval, mbpp
 
 LANGUAGES: dict[str, ModuleType] = {"python": python, "javascript": javascript, "cpp": cpp, "java": java, "go": go,
@@ -39,22 +40,29 @@ def prompt(benchmark: str, q: Question) -> str:
     return LANGUAGES[language].prompt(q, examples=questions_set == "mbpp")
 
 
-def run(language: str, q: Question, prompt_text: str, completion: str, timeout: float) -> dict:
-    """Runs the driver on a completion in the sandbox: status passed, failed, error or timeout."""
+# A completion returning one value, per language (after the prompt's signature): the stubs the checks and
+# bench/bench_eval.py run.
+STUBS = {"python": "\n    return {}\n", "javascript": "\n  return {};\n}}\n", "cpp": "\n    return {};",
+         "java": "\n        return {};", "go": "\n    return {}\n}}\n", "rust": "\n    return {};",
+         "csharp": "\n        return {};", "kotlin": "\n    return {}"}
+
+
+def stub(language: str, q: Question, value: object) -> str:
+    return STUBS[language].format(LANGUAGES[language].literal(value, q.returns))
+
+
+def run(language: str, q: Question, prompt_text: str, completion: str, timeout: float,
+        options: dict | None = None) -> dict:
+    """Runs the driver on a completion in the sandbox (compiling it first where the language is compiled):
+    status passed, failed, compile error, error or timeout. `options` go to the language's run_argv
+    (C++'s precompiled_header=False, say, to measure without it)."""
     from ..sandbox import Limits, run_program
 
     lang = LANGUAGES[language]
     end = f"END-{nonce()}"
-    files, argv = lang.run_argv()
+    files, argv = lang.run_argv(**(options or {}))
     source = lang.program(q, prompt_text, completion, end)
     limits = lang.limits(timeout) if hasattr(lang, "limits") else Limits(timeout=timeout)  # (kotlinc needs more)
     outcome = run_program({**files, lang.SOURCE_FILE: source}, argv, limits)
-    status, detail = verdict(outcome.stdout, len(q.tests), end, outcome.returncode, outcome.status == "timeout")
     compile_failed = getattr(lang, "compile_failed", None)
-    if status == "error" and compile_failed is not None and compile_failed(outcome.returncode, outcome.stderr):
-        status, detail = "compile error", "the program did not compile"
-    error = "" if status == "passed" else (outcome.stderr.strip()[-500:] or detail)
-    results = test_results(outcome.stdout)
-    pattern = "".join({"PASSED": "P", "FAILED": "F"}.get(results.get(i, ""), "E") for i in range(len(q.tests)))
-    return {"status": status, "passed": status == "passed", "error": error, "duration": round(outcome.duration, 4),
-            "tests": pattern}
+    return result(q, outcome, end, compile_failed is not None and compile_failed(outcome.returncode, outcome.stderr))

@@ -81,3 +81,15 @@ def verdict(stdout: str, tests: int, end: str | None, exited: int | None, timed_
     if raised or exited != 0 or not ran_to_end or len(results) < tests:
         return "error", f"tests raised {', '.join(raised)}" if raised else f"exit status {exited}"
     return "failed", f"tests {', '.join(map(str, failed))} failed"
+
+
+def result(q: Question, outcome, end: str, compile_failed: bool = False) -> dict:
+    """A scored sample (status, passed, error, duration, tests: P/F/E per test) from a sandbox Outcome."""
+    status, detail = verdict(outcome.stdout, len(q.tests), end, outcome.returncode, outcome.status == "timeout")
+    if status == "error" and compile_failed:
+        status, detail = "compile error", "the program did not compile"
+    error = "" if status == "passed" else (outcome.stderr.strip()[-500:] or detail)
+    results = test_results(outcome.stdout)
+    pattern = "".join({"PASSED": "P", "FAILED": "F"}.get(results.get(i, ""), "E") for i in range(len(q.tests)))
+    return {"status": status, "passed": status == "passed", "error": error, "duration": round(outcome.duration, 4),
+            "tests": pattern}

@@ -2,8 +2,9 @@
 the driver.
 
 The completion is cut at BabelCode's stop `\\n    }\\n`, which removes the method's closing brace: the
-driver closes the method and the class. The file runs in Java's single-file source mode (`java
-Program.java`, compiled in memory), with a small heap and code cache so the JVM starts under the
+driver closes the method and the class. One program runs in Java's single-file source mode (`java
+Program.java`, compiled in memory); `eval score` and `eval run` compile several per javac call, each in
+a package of its own (`batch`). The JVM gets a small heap and code cache so it starts under the
 sandbox's address-space limit. Equality is `equals` (lists, maps and sets compare by content).
 """
 
@@ -13,6 +14,7 @@ import json
 import shutil
 
 from ...errors import CodeGemmaError
+from ..sandbox import Limits
 from .common import arguments, camel, commented, statement, tolerance
 from .questions import Question
 from .schema import Type
@@ -74,7 +76,8 @@ def prompt(q: Question, examples: bool = False) -> str:
     return f"class Solution {{\n    /**\n{doc}\n     */\n{head}"
 
 
-def program(q: Question, prompt_text: str, completion: str, end: str) -> str:
+def program(q: Question, prompt_text: str, completion: str, end: str, package: str = "") -> str:
+    """The file that is run (with `package`, its classes in that package, for compiling several at once)."""
     ret = type_name(q.returns)
     check = "actual.equals(expected)" if tolerance(q) is None else f"Math.abs(actual - expected) < {tolerance(q)!r}"
     params = "".join(f"{type_name(t)} {name}, " for name, t in q.params)
@@ -83,7 +86,8 @@ def program(q: Question, prompt_text: str, completion: str, end: str) -> str:
         f'        System.out.println("TEST-{i}..." + driver('
         + ", ".join([*arguments(q, c, literal), literal(c.output, q.returns)])
         + "));" for i, c in enumerate(q.tests))
-    return (f"{HEADER}public class Program {{\n"
+    head = f"package {package};\n" if package else ""
+    return (f"{head}{HEADER}public class Program {{\n"
             f"    static boolean validateSolution({ret} actual, {ret} expected) {{\n        return {check};\n    }}\n\n"
             f"    static String driver({params}{ret} expected) {{\n        try {{\n"
             f"            {ret} actual = new Solution().{camel(q.entry)}({args});\n"
@@ -100,8 +104,37 @@ def compile_failed(returncode: int | None, stderr: str) -> bool:
     return returncode != 0 and "error: compilation failed" in stderr
 
 
-def run_argv() -> tuple[dict[str, str], list[str]]:
-    java = shutil.which("java")
-    if java is None:
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
         raise CodeGemmaError("Java needs a JDK: apt-get install default-jdk-headless")
-    return {}, [java, *JVM_FLAGS, SOURCE_FILE]
+    return path
+
+
+def run_argv() -> tuple[dict[str, str], list[str]]:
+    _tool("javac")  # (batches compile with it; single-file source mode needs the JDK's compiler too)
+    return {}, [_tool("java"), *JVM_FLAGS, SOURCE_FILE]
+
+
+# Batch compilation (eval score / eval run): each program in its own package pN, one javac call for several.
+def batch_source(package: str) -> str:
+    return f"{package}/{SOURCE_FILE}"
+
+
+def batch_compile_argv(sources: list[str]) -> list[str]:
+    flags = [f"-J{flag}" for flag in JVM_FLAGS]
+    return [_tool("javac"), *flags, "-nowarn", "-encoding", "UTF-8", "-Xmaxerrs", "100000", "-d", "out", *sources]
+
+
+def batch_run_argv(package: str) -> list[str]:
+    return [_tool("java"), *JVM_FLAGS, "-cp", "out", f"{package}.Program"]
+
+
+def batch_run_limits(timeout: float) -> Limits:
+    return Limits(timeout=timeout)  # (as in single-file source mode)
+
+
+def batch_compile_limits(programs: int) -> Limits:
+    """javac's JVM with the small-heap flags; about a second, plus a fraction of one a program."""
+    seconds = 30 + programs
+    return Limits(timeout=seconds, cpu_seconds=seconds, memory_mb=2048, processes=128, output_bytes=1 << 20)

@@ -61,8 +61,9 @@ def program(q: Question, prompt_text: str, completion: str, end: str) -> str:
 
 
 def run_argv() -> tuple[dict[str, str], list[str]]:
-    from ..sandbox import interpreter
-    return {}, [interpreter(), "-I", "-X", "utf8", "program.py"]
+    """The sandbox's Python (run inside its already started interpreter, as `python -I -X utf8 program.py`)."""
+    from ..sandbox import PYTHON
+    return {}, [PYTHON, "program.py"]
 
 
 SOURCE_FILE = "program.py"

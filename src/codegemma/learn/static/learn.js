@@ -30,9 +30,14 @@ const Learn = (() => {
     const topics = [...new Set(exercises.map((e) => e.topic))];
     const levels = [...new Set(exercises.map((e) => e.level_name))].sort();
     topics.forEach((t) => $("topic").append(el("option", { value: t, textContent: t })));
+    const info = await api("/api/info");
+    info.exercise_languages.forEach((l) => $("language").append(el("option", { value: l.id,
+      textContent: `in ${l.name}` + (l.available ? "" : " (not installed)") })));
     levels.forEach((l) => $("level").append(el("option", { value: l, textContent: `level ${l}` })));
     const render = () => renderList(exercises);
-    for (const id of ["search", "topic", "level", "source", "unsolved"]) $(id).addEventListener("input", render);
+    for (const id of ["search", "topic", "level", "source", "language", "unsolved"]) {
+      $(id).addEventListener("input", render);
+    }
     render();
     $("add-form").addEventListener("submit", addExercise);
   }
@@ -44,6 +49,7 @@ const Learn = (() => {
       (!$("topic").value || e.topic === $("topic").value) &&
       (!$("level").value || e.level_name === $("level").value) &&
       (!$("source").value || e.source === $("source").value) &&
+      (!$("language").value || e.languages.includes($("language").value)) &&
       (!$("unsolved").checked || !(e.progress && e.progress.solved)));
     const solved = exercises.filter((e) => e.progress && e.progress.solved).length;
     const tried = exercises.filter((e) => e.progress && e.progress.attempts).length;
@@ -61,8 +67,10 @@ const Learn = (() => {
           p.attempts ? el("span", { className: "status tried", textContent: "•", title: `${p.attempts} attempts` }) :
           el("span", { className: "status" });
         ol.append(el("li", { className: "item", dataset: { id: e.id } }, mark,
-          el("a", { href: `/exercise/${e.id}`, textContent: e.title }),
-          el("span", { className: "level", textContent: `level ${e.level_name}` })));
+          el("a", { href: `/exercise/${e.id}` + ($("language").value && $("language").value !== "python" ?
+            `?language=${$("language").value}` : ""), textContent: e.title }),
+          el("span", { className: "level", textContent: `level ${e.level_name}` }),
+          p.solved_in && p.solved_in.length ? el("span", { className: "langs", textContent: p.solved_in.join(" ") }) : ""));
       }
       list.append(el("section", { className: "topic" }, el("h2", { textContent: `${topic} (${items.length})` }), ol));
     }
@@ -82,12 +90,13 @@ const Learn = (() => {
   // ---- the editor: a textarea over server-side highlighting, Tab indents ----
   function editor(textarea, pre, language) {
     let pending = 0;
+    const self = { language };
     const paint = async () => {
       const code = textarea.value;
       pre.textContent = code + "\n";
       const ticket = ++pending;
       try {
-        const { html } = await api("/api/highlight", { code, language });
+        const { html } = await api("/api/highlight", { code, language: self.language });
         if (ticket === pending) pre.innerHTML = html + "\n";
       } catch (err) { /* the plain text stays */ }
     };
@@ -103,7 +112,7 @@ const Learn = (() => {
       else if (event.key === "Enter" && !event.ctrlKey && !event.metaKey) { event.preventDefault(); newline(textarea); paint(); }
       escaped = false;
     });
-    return { set(code) { textarea.value = code; paint(); }, get: () => textarea.value, paint };
+    return Object.assign(self, { set(code) { textarea.value = code; paint(); }, get: () => textarea.value, paint });
   }
 
   function replaceRange(textarea, start, end, text, caretStart, caretEnd) {
@@ -131,20 +140,32 @@ const Learn = (() => {
     replaceRange(textarea, s, e, "\n" + pad, s + 1 + pad.length);
   }
 
-  // ---- the exercise page ----
+  // ---- the exercise page: one exercise in one language at a time (?language=java) ----
   async function exercisePage() {
     showModel();
     const id = decodeURIComponent(location.pathname.split("/").pop());
-    const ex = await api(`/api/exercises/${encodeURIComponent(id)}`);
-    document.title = `${ex.title} · codegemma learn`;
-    $("title").textContent = ex.title;
-    $("crumb").textContent = `/ ${ex.topic} / ${ex.id}`;
-    $("meta").textContent = `${ex.topic} · level ${ex.level_name} · ${ex.tests} tests` +
-      (ex.note ? ` · Note: even the reference solution fails here: ${ex.note}.` : "");
-    $("statement").textContent = ex.statement;
+    const state = { lang: new URLSearchParams(location.search).get("language") || "python", ex: null };
     const ed = editor($("code"), $("highlight"), "python");
-    ed.set(ex.last_code ?? ex.starter);
-    showProgress(ex.progress);
+    const load = async (lang) => {
+      const ex = await api(`/api/exercises/${encodeURIComponent(id)}?language=${encodeURIComponent(lang)}`);
+      Object.assign(state, { lang, ex });
+      showExercise(ex);
+      ed.language = ex.language.highlight;
+      ed.set(ex.last_code ?? ex.language.starter);
+      showProgress(ex.progress);
+      $("results").hidden = true;
+      $("load-output").hidden = true;
+      $("assist").hidden = true;
+      $("verdict").textContent = "";
+      $("run").dataset.unavailable = ex.language.available ? "" : "1";
+      $("run").disabled = !ex.language.available;
+    };
+    await load(state.lang);
+    $("language").addEventListener("change", async () => {
+      const lang = $("language").value;
+      history.replaceState(null, "", lang === "python" ? location.pathname : `?language=${lang}`);
+      await load(lang);
+    });
     let since = Date.now();
     const took = () => { const s = (Date.now() - since) / 1000; since = Date.now(); return s; };
     const busy = (what, fn) => async () => {
@@ -152,28 +173,52 @@ const Learn = (() => {
       buttons.forEach((b) => { b.disabled = true; });
       $("busy").textContent = what;
       try { await fn(); } catch (err) { showAssist("Error", err.message); }
-      finally { buttons.forEach((b) => { b.disabled = false; }); $("busy").textContent = ""; }
+      finally {
+        buttons.forEach((b) => { b.disabled = !!b.dataset.unavailable; });
+        $("busy").textContent = "";
+      }
     };
+    const body = () => ({ code: ed.get(), seconds: took(), language: state.lang });
     $("run").addEventListener("click", busy("running the tests...", async () => {
-      const report = await api(`/api/exercises/${encodeURIComponent(id)}/run`, { code: ed.get(), seconds: took() });
+      const report = await api(`/api/exercises/${encodeURIComponent(id)}/run`, body());
       showReport(report);
       showProgress(report.progress);
     }));
     $("hint").addEventListener("click", busy(`asking ${$("model").textContent.replace("model: ", "")} for a hint...`,
       async () => {
-        const h = await api(`/api/exercises/${encodeURIComponent(id)}/hint`, { code: ed.get(), seconds: 0 });
+        const h = await api(`/api/exercises/${encodeURIComponent(id)}/hint`, { ...body(), seconds: 0 });
         const note = h.withheld ? `\n\n(The model's hints contained a working solution ${h.spoilers} times; this ` +
           "nudge comes from your failing test instead.)" : h.source === "nudge" ?
           `\n\n(${h.model} only repeated the question; this nudge comes from your failing test.)` : "";
         showAssist(h.source === "model" ? `Hint from ${h.model}` : "Hint", h.hint + note);
         showProgress(h.progress);
       }));
-    $("explain").addEventListener("click", busy("explaining...", () => explain(ed)));
-    $("fix").addEventListener("click", busy("looking for syntax errors...", () => fixCode(ed)));
-    $("reset").addEventListener("click", () => { if (confirm("Start again from the starter code?")) ed.set(ex.starter); });
+    $("explain").addEventListener("click", busy("explaining...", () => explain(ed, state.lang)));
+    $("fix").addEventListener("click", busy("looking for syntax errors...", () => fixCode(ed, state.ex.language)));
+    $("reset").addEventListener("click", () => {
+      if (confirm("Start again from the starter code?")) ed.set(state.ex.language.starter);
+    });
     $("code").addEventListener("keydown", (event) => {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); $("run").click(); }
     });
+  }
+
+  function showExercise(ex) {
+    const lang = ex.language;
+    document.title = `${ex.title} (${lang.name}) · codegemma learn`;
+    $("title").textContent = ex.title;
+    $("crumb").textContent = `/ ${ex.topic} / ${ex.id}`;
+    $("meta").textContent = `${ex.topic} · level ${ex.level_name} · ${ex.tests} tests` +
+      (ex.note ? ` · Note: even the reference solution fails here: ${ex.note}.` : "");
+    $("statement").textContent = lang.id === "python" ? ex.statement :
+      `${ex.statement.split("\n\n")[0]}\n\nIn ${lang.name}, the tests call (expected value after =>):\n\n` +
+      lang.tests.map(([call, expected]) => `${call} => ${expected}`).join("\n");
+    const select = $("language");
+    select.replaceChildren(...ex.languages.map((l) => el("option", {
+      value: l.id, textContent: l.name + (l.available ? "" : " (not installed)"), selected: l.id === lang.id })));
+    $("language-note").textContent = lang.available ? (ex.languages.length === 1 ?
+      "Python only: BabelCode does not convert this exercise's tests." : "") :
+      `${lang.name} cannot run here: ${lang.install}`;
   }
 
   function showProgress(p) {
@@ -189,9 +234,13 @@ const Learn = (() => {
     verdict.className = "verdict " + (report.passed ? "ok" : "bad");
     verdict.textContent = report.passed ? `All ${report.n_tests} tests pass.` :
       `${report.n_passed} of ${report.n_tests} tests pass.`;
+    const output = $("load-output");
+    output.hidden = true;
     if (report.load_error) {
       const le = report.load_error;
-      verdict.textContent += ` Your code did not load: ${le.error}` + (le.line ? ` (line ${le.line}: ${le.line_text})` : "");
+      const what = le.status === "compile error" ? "does not compile" : "did not load";
+      verdict.textContent += ` Your code ${what}: ${le.error}` + (le.line ? ` (line ${le.line}: ${le.line_text})` : "");
+      if (le.output) { output.textContent = le.output; output.hidden = false; }
     }
     const body = $("results").querySelector("tbody");
     body.replaceChildren();
@@ -215,13 +264,13 @@ const Learn = (() => {
     $("assist-body").textContent = text;
   }
 
-  async function explain(ed) {
+  async function explain(ed, language) {
     const area = $("code");
     const selected = area.value.slice(area.selectionStart, area.selectionEnd);
     const code = selected.trim() ? selected : ed.get();
     showAssist(`Explanation (${$("model").textContent.replace("model: ", "")})`, "");
     const response = await fetch("/api/explain", { method: "POST", headers: { "Content-Type": "application/json" },
-                                                  body: JSON.stringify({ code, language: "python" }) });
+                                                  body: JSON.stringify({ code, language }) });
     if (!response.ok) throw new Error((await response.json()).error || response.statusText);
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
@@ -232,9 +281,13 @@ const Learn = (() => {
     }
   }
 
-  async function fixCode(ed) {
-    const result = await api("/api/fix", { code: ed.get(), language: "python" });
-    if (!result.problems.length) { showAssist("Fix", "No syntax errors: Python parses this code."); return; }
+  async function fixCode(ed, language) {
+    const result = await api("/api/fix", { code: ed.get(), language: language.parser });
+    if (!result.problems.length) {
+      showAssist("Fix", `No syntax errors: ${language.id === "python" ? "Python" : `tree-sitter's ${language.name} ` +
+                 "grammar"} parses this code.`);
+      return;
+    }
     const where = result.problems.map((p) => `line ${p.line}, column ${p.column}: ${p.message}`).join("\n");
     if (!result.fixed) {
       showAssist("Fix", `${where}\n\nNo small correction found.` +

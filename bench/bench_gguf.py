@@ -1,6 +1,8 @@
-"""Our engine beside llama.cpp on the same GGUF file and thread count: prefill, decode, peak RSS, ratios.
+"""Our engine beside llama.cpp on the same GGUF file and thread count: prefill, decode, peak RSS, ratios;
+then prompt-lookup speculative decoding on three workloads beside plain decoding and llama.cpp's plain decode.
 
     python bench/bench_gguf.py [--model default|FILE.gguf] [--prompt 512] [--decode 128] [--threads 2]
+                               [--workload-tasks 8]
 
 Each run is its own process (so peak RSS is its own); the prompt is real Python source. The baseline is
 the llama.cpp that `make test` builds (llama-cpp-python with portable flags, AMX kernels off: see the
@@ -46,6 +48,72 @@ def run_ours(args) -> dict:
     return {"prefill": args.prompt / (t1 - t0), "decode": args.decode / (t2 - t1), "load_s": load_s}
 
 
+def workloads(tasks: int) -> dict[str, list[tuple[str, str, int]]]:
+    """(prefix, suffix, tokens to generate) per task of each workload, all greedy:
+    - edit: an editor's "apply this change": code in a fence, then the model rewriting it with a rename;
+    - humaneval: the first HumanEval prompts, continued;
+    - fim: multi-line infilling tasks (prefix and suffix; models without FIM tokens continue the prefix)."""
+    from codegemma.eval.data import load_problems
+
+    source = prompt_text()
+    starts = [i for i in range(len(source)) if source.startswith("\n    def ", i)]
+    edits = []
+    for start in starts[:tasks]:
+        part = source[start + 1:start + 1400]
+        part = part[:part.rindex("\n\n") + 1]
+        lines = part.replace("text", "body").splitlines(keepends=True)
+        edits.append((f"```python\n{part}```\n\nThe same code with `text` renamed to `body`:\n\n```python\n"
+                      f"{''.join(lines[:2])}", "", 160))
+    humaneval = [(p.prompt, "", 128) for p in load_problems("humaneval")[:tasks]]
+    fim = [(p.prompt, p.suffix or "", 64) for p in load_problems("humaneval-infill-multi")[::97][:tasks]]
+    return {"edit (rewrite a file with a rename)": edits, "HumanEval prompts": humaneval,
+            "FIM, multi-line infilling": fim}
+
+
+def run_speculation(args) -> dict:
+    """Decode tokens/s (first token to last) per workload, plain and speculative, and the share of drafted
+    tokens kept; the outputs must be identical."""
+    import torch
+
+    import codegemma
+    from codegemma.api import Options
+    torch.set_num_threads(args.threads)
+    m = codegemma.load(args.model)
+    from codegemma.generate.speculate import PromptLookup
+    counts = {"drafted": 0, "kept": 0}
+    verified = PromptLookup.verified
+
+    def counted(self, drafted: int, kept: int) -> None:
+        counts["drafted"] += drafted
+        counts["kept"] += kept
+        verified(self, drafted, kept)
+
+    PromptLookup.verified = counted
+    out = {}
+    for name, tasks in workloads(args.workload_tasks).items():
+        result = {}
+        for speculate in (False, True):
+            tokens, seconds, texts = 0, 0.0, []
+            counts.update(drafted=0, kept=0)
+            for prefix, suffix, n in tasks:
+                fim = m.fim_ids(prefix, suffix) if suffix else None
+                ids = fim.ids if fim else m.tokenizer.encode(prefix, bos=True)
+                stamps = []
+                opts = Options(max_tokens=n, speculate=speculate, stop_ids=fim.stop_ids if fim else ())
+                for ev in m.stream_ids([ids], opts):
+                    if ev.token is not None:
+                        stamps.append(time.perf_counter())
+                        texts.append(ev.token)
+                tokens += len(stamps) - 1
+                seconds += stamps[-1] - stamps[0]
+            result[speculate] = {"tok_s": tokens / seconds, "texts": texts, **counts}
+        plain, fast = result[False], result[True]
+        out[name] = {"plain": plain["tok_s"], "speculative": fast["tok_s"], "tasks": len(tasks),
+                     "identical": plain["texts"] == fast["texts"], "drafted": fast["drafted"], "kept": fast["kept"],
+                     "acceptance": fast["kept"] / fast["drafted"] if fast["drafted"] else 0.0}
+    return out
+
+
 def llama_build() -> str:
     """The llama-cpp-python version and the CPU features its build uses (AMX must read 0: see the Makefile)."""
     try:
@@ -88,9 +156,11 @@ def main() -> None:
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dtype", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dense", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--workload-tasks", type=int, default=8, help="tasks per speculation workload")
     args = p.parse_args()
     if args.one:
-        result = run_llama(args) if args.one == "llama.cpp" else run_ours(args)
+        result = (run_llama(args) if args.one == "llama.cpp" else run_speculation(args) if args.one == "speculation"
+                  else run_ours(args))
         result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
@@ -117,6 +187,22 @@ def main() -> None:
         ratio = (f"{r['prefill'] / base['prefill']:.2f}x", f"{r['decode'] / base['decode']:.2f}x") if base else ("", "")
         print(f"| {name} | {r['prefill']:.0f} | {r['decode']:.1f} | {r['peak_rss_mib']:.0f} | {r['load_s']:.1f} | "
               f"{ratio[0]} | {ratio[1]} |")
+    cmd = [sys.executable, __file__, "--one", "speculation", "--model", args.model, "--threads", str(args.threads),
+           "--workload-tasks", str(args.workload_tasks)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        print(f"speculation failed:\n{out.stderr[-1500:]}", file=sys.stderr)
+        return
+    spec = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"\nPrompt-lookup speculative decoding, greedy, decode tokens/s from the first token to the last "
+          f"({args.workload_tasks} tasks each); llama.cpp's plain decode above is the baseline:\n")
+    print("| workload | plain tok/s | speculative tok/s | speculative vs plain | speculative vs llama.cpp "
+          "| drafted tokens kept | same output |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in spec.items():
+        vs_llama = f"{r['speculative'] / base['decode']:.2f}x" if base else ""
+        print(f"| {name} | {r['plain']:.1f} | {r['speculative']:.1f} | {r['speculative'] / r['plain']:.2f}x | "
+              f"{vs_llama} | {r['acceptance']:.0%} | {'yes' if r['identical'] else 'NO'} |")
 
 
 if __name__ == "__main__":

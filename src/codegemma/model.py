@@ -161,10 +161,15 @@ class Attention(nn.Module):
         y = self._attend(q, k, v, mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """PyTorch's fused attention, except for a single float32 query (where _grouped's two matrix products
-        are faster) and Gemma 2's soft-capping (which it lacks). 16-bit single queries take the fused
-        kernel: a 16-bit batched matrix product of these shapes is 3-4 times slower on CPU."""
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                mask: torch.Tensor | int | None) -> torch.Tensor:
+        """A single query with an int mask (the first key it may see: a sliding window) or none goes to the
+        fused ops' attend1 (use_fused_ops); otherwise PyTorch's fused attention, except for a single float32
+        query (where _grouped's two matrix products are faster) and Gemma 2's soft-capping (which it lacks)."""
+        if self.fused and q.shape[2] == 1 and not isinstance(mask, torch.Tensor) and not q.requires_grad:
+            return torch.ops.codegemma.attend1(q, k, v, self.scale, mask or 0, self.softcap or 0.0)
+        if isinstance(mask, int):  # the first key a single query sees, as a mask
+            mask = (torch.arange(k.shape[2], device=k.device) >= mask)[None, None, None]
         if self.softcap is None and (q.shape[2] > 1 or q.dtype != torch.float32):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
                                                   enable_gqa=self.n_kv != self.n_heads)
@@ -310,7 +315,11 @@ class GemmaForCausalLM(nn.Module):
             positions = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
         x = self.model.embed_tokens(input_ids)  # (B, T, D)
         x = x * torch.tensor(c.embed_scale, dtype=x.dtype)  # sqrt(hidden) cast to the activation dtype first
-        masks = _attention_masks(c, B, T, start, key_valid, x.device)
+        if T == 1 and (key_valid is None or bool(key_valid[:, :start + 1].all())):  # one query a row, no padding:
+            # the first key it may see, as decode_rows gives it (so both paths compute the same)
+            masks = {False: None, True: self._window(start)}
+        else:
+            masks = _attention_masks(c, B, T, start, key_valid, x.device)
         tables = self._rope_tables(positions, x.dtype)
         for i, block in enumerate(self.model.layers):
             x = block(x, *tables[self._rope_key(i)], masks[c.is_sliding(i)], start,
@@ -331,12 +340,16 @@ class GemmaForCausalLM(nn.Module):
         x = self.model.embed_tokens(ids)
         x = x * torch.tensor(c.embed_scale, dtype=x.dtype)
         tables = self._rope_tables(torch.tensor(rows.positions, device=device)[:, None], x.dtype)
-        sliding = [_attention_masks(c, 1, 1, p, None, device)[True] if c.sliding_window and p >= c.sliding_window
-                   else None for p in rows.positions]
+        sliding = [self._window(p) for p in rows.positions]
         full = [None] * len(tokens)
         for i, block in enumerate(self.model.layers):
             x = block(x, *tables[self._rope_key(i)], sliding if c.is_sliding(i) else full, rows, cache[i])
         return self.output(x)[:, -1]
+
+    def _window(self, slot: int) -> int | None:
+        """For a single query at `slot` of a sliding-window layer: the first key it may see (None: all)."""
+        window = self.config.sliding_window
+        return slot - window + 1 if window and slot >= window else None
 
     def move_slots(self, cache: list[KVCache], row: int, src: int, dst: int, n: int) -> None:
         """Moves the keys and values of slots [src, src+n) of one row to [dst, dst+n), the keys re-rotated

@@ -332,6 +332,13 @@ inline float hsum(f32x16 a) {
   return (c[0] + c[2]) + (c[1] + c[3]);
 }
 
+// The accumulators of a row added pairwise, in a fixed order.
+inline f32x16 combine(const f32x16* a) {
+  if constexpr (ACCS == 4) return (a[0] + a[1]) + (a[2] + a[3]);
+  else if constexpr (ACCS == 2) return a[0] + a[1];
+  else return a[0];
+}
+
 // Each format calls f(group, w) for the 16-value groups of one block in order, w the exact weights.
 struct Q8_0F {
   static constexpr int values = 32, bytes = 34;
@@ -475,7 +482,7 @@ void row_dot(const uint8_t* row, const float* x, int64_t cols, float* out, int64
     for (int s = 0; s < STEP; ++s) one(blk + s, s * GROUPS);
   }
   for (int s = 0; blk < blocks; ++blk, ++s) one(blk, s * GROUPS);
-  for (int r = 0; r < N; ++r) out[r * out_stride] = hsum((acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]));
+  for (int r = 0; r < N; ++r) out[r * out_stride] = hsum(combine(acc[r]));
 }
 
 template <int N>
@@ -495,10 +502,27 @@ void row_dot_buffered(const Buffered& fmt, const uint8_t* row, const float* x, i
       for (int r = 0; r < N; ++r) acc[r][g] += w * loadf(x + r * cols + base + j);
     }
   }
-  for (int r = 0; r < N; ++r) out[r * out_stride] = hsum((acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]));
+  for (int r = 0; r < N; ++r) out[r * out_stride] = hsum(combine(acc[r]));
 }
 
 // count output rows from `first`: rows of `n` activations, ROWS at a time
+template <class Fmt, int N = ROWS>
+inline void rest_dot(int rest, const uint8_t* row, const float* x, int64_t cols, float* out, int64_t stride) {
+  if constexpr (N > 1) {
+    if (rest == N - 1) return row_dot<Fmt, N - 1>(row, x, cols, out, stride);
+    rest_dot<Fmt, N - 1>(rest, row, x, cols, out, stride);
+  }
+}
+
+template <int N = ROWS>
+inline void rest_dot_buffered(int rest, const Buffered& fmt, const uint8_t* row, const float* x, int64_t cols,
+                              float* out, int64_t stride) {
+  if constexpr (N > 1) {
+    if (rest == N - 1) return row_dot_buffered<N - 1>(fmt, row, x, cols, out, stride);
+    rest_dot_buffered<N - 1>(rest, fmt, row, x, cols, out, stride);
+  }
+}
+
 template <class Fmt>
 void rows_dot(const uint8_t* base, int64_t row_bytes, int64_t first, int64_t count, const float* x, int64_t n,
               int64_t cols, float* out, int64_t stride) {
@@ -506,12 +530,7 @@ void rows_dot(const uint8_t* base, int64_t row_bytes, int64_t first, int64_t cou
     const uint8_t* row = base + o * row_bytes;
     int64_t r0 = 0;
     for (; r0 + ROWS <= n; r0 += ROWS) row_dot<Fmt, ROWS>(row, x + r0 * cols, cols, out + r0 * stride + o, stride);
-    switch (n - r0) {
-      case 1: row_dot<Fmt, 1>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      case 2: row_dot<Fmt, 2>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      case 3: row_dot<Fmt, 3>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      default: break;
-    }
+    if (n > r0) rest_dot<Fmt>(int(n - r0), row, x + r0 * cols, cols, out + r0 * stride + o, stride);
   }
 }
 
@@ -522,12 +541,7 @@ void rows_dot_buffered(const Buffered& fmt, const uint8_t* base, int64_t row_byt
     int64_t r0 = 0;
     for (; r0 + ROWS <= n; r0 += ROWS)
       row_dot_buffered<ROWS>(fmt, row, x + r0 * cols, cols, out + r0 * stride + o, stride);
-    switch (n - r0) {
-      case 1: row_dot_buffered<1>(fmt, row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      case 2: row_dot_buffered<2>(fmt, row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      case 3: row_dot_buffered<3>(fmt, row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      default: break;
-    }
+    if (n > r0) rest_dot_buffered(int(n - r0), fmt, row, x + r0 * cols, cols, out + r0 * stride + o, stride);
   }
 }
 
@@ -631,6 +645,64 @@ at::Tensor rope(const at::Tensor& x_in, const at::Tensor& cos_in, const at::Tens
         for (int64_t j = half; j < hd; ++j) orow[j] = xr[j] * cr[j] + xr[j - half] * sr[j];
       }
   return x_in.scalar_type() == at::kBFloat16 ? to_bf16(out) : out;
+}
+
+// Attention of single queries (decoding): q (B, H, 1, hd), keys and values (B, n_kv, S, hd) with the query
+// heads of a KV head consecutive (MQA/GQA); keys [first, S) are attended. float32 inside (Gemma 2's
+// soft-cap cap * tanh(s / cap) where softcap > 0), one rounding to q's dtype. A 16-bit batched matrix
+// product or the fused CPU kernel costs 10 to 100 times more for one query.
+at::Tensor attend1(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v, double scale, int64_t first,
+                   double softcap) {
+  TORCH_CHECK(q_in.dim() == 4 && q_in.size(2) == 1 && k.dim() == 4 && k.sizes() == v.sizes(),
+              "attend1: q (B, H, 1, hd), k and v (B, n_kv, S, hd)");
+  TORCH_CHECK(k.scalar_type() == v.scalar_type() && k.stride(3) == 1 && v.stride(3) == 1, "attend1: k/v layout");
+  const int64_t B = q_in.size(0), H = q_in.size(1), hd = q_in.size(3), n_kv = k.size(1), S = k.size(2);
+  TORCH_CHECK(k.size(0) == B && k.size(3) == hd && H % n_kv == 0 && 0 <= first && first < S, "attend1: shapes");
+  const at::Tensor q = to_f32(q_in);
+  at::Tensor out = at::empty({B, H, 1, hd}, q.options());
+  const bool bf16 = k.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(bf16 || k.scalar_type() == at::kFloat, "attend1: float32 or bfloat16 keys");
+  const int64_t groups = H / n_kv;
+  std::vector<float> scores(S), row(hd);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t g = h / groups;
+      const float* qr = q.data_ptr<float>() + (b * H + h) * hd;
+      auto key = [&](const at::Tensor& t, int64_t s, float* dst) {
+        const int64_t off = b * t.stride(0) + g * t.stride(1) + s * t.stride(2);
+        if (bf16) {
+          const at::BFloat16* src = t.data_ptr<at::BFloat16>() + off;
+          for (int64_t j = 0; j < hd; ++j) dst[j] = float(src[j]);
+        } else {
+          std::memcpy(dst, t.data_ptr<float>() + off, hd * 4);
+        }
+      };
+      float top = -INFINITY;
+      for (int64_t s = first; s < S; ++s) {
+        key(k, s, row.data());
+        float acc[16] = {};
+        int64_t j = 0;
+        for (; j + 16 <= hd; j += 16)
+          for (int l = 0; l < 16; ++l) acc[l] += qr[j + l] * row[j + l];
+        float dot = 0;
+        for (int l = 0; l < 16; ++l) dot += acc[l];
+        for (; j < hd; ++j) dot += qr[j] * row[j];
+        dot *= float(scale);
+        if (softcap > 0) dot = float(softcap) * std::tanh(dot / float(softcap));
+        scores[s] = dot;
+        top = std::max(top, dot);
+      }
+      float total = 0;
+      for (int64_t s = first; s < S; ++s) total += (scores[s] = std::exp(scores[s] - top));
+      float* o = out.data_ptr<float>() + (b * H + h) * hd;
+      std::fill(o, o + hd, 0.0f);
+      for (int64_t s = first; s < S; ++s) {
+        key(v, s, row.data());
+        const float p = scores[s] / total;
+        for (int64_t j = 0; j < hd; ++j) o[j] += p * row[j];
+      }
+    }
+  return q_in.scalar_type() == at::kBFloat16 ? to_bf16(out) : out;
 }
 
 // x (N, cols) float32 or bfloat16; weights[i] the blocks of a (rows[i], cols) matrix of ggml type
@@ -751,6 +823,7 @@ TORCH_LIBRARY(codegemma, m) {
   m.def("lanes() -> int");
   m.def("rms_norm(Tensor x, Tensor gain, float eps) -> Tensor");
   m.def("rope(Tensor x, Tensor cos, Tensor sin) -> Tensor");
+  m.def("attend1(Tensor q, Tensor k, Tensor v, float scale, int first, float softcap) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(codegemma, CPU, m) {
@@ -758,6 +831,7 @@ TORCH_LIBRARY_IMPL(codegemma, CPU, m) {
   m.impl("dequant_rows", dequant_rows);
   m.impl("rms_norm", rms_norm);
   m.impl("rope", rope);
+  m.impl("attend1", attend1);
 }
 
 TORCH_LIBRARY_IMPL(codegemma, CompositeExplicitAutograd, m) {

@@ -193,7 +193,7 @@ def main() -> None:
     if out.returncode:
         print(f"speculation failed:\n{out.stderr[-1500:]}", file=sys.stderr)
         return
-    spec = json.loads(out.stdout.strip().splitlines()[-1])
+    spec = {k: v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items() if isinstance(v, dict)}
     print(f"\nPrompt-lookup speculative decoding, greedy, decode tokens/s from the first token to the last "
           f"({args.workload_tasks} tasks each); llama.cpp's plain decode above is the baseline:\n")
     print("| workload | plain tok/s | speculative tok/s | speculative vs plain | speculative vs llama.cpp "

@@ -1,6 +1,7 @@
 """GGUF files (llama.cpp, Ollama): config from metadata, tensors through a declarative name map, tokenizer.
 
-Built on the `gguf` package's reader and dequantization. llama.cpp's converter folds Gemma's "+1"
+Read by our own compact reader (gguf_file.py); the `gguf` package's dequantization covers the formats
+our kernels do not. llama.cpp's converter folds Gemma's "+1"
 into every norm weight; it is undone here, exactly once, by `_unfold_norm`.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+import struct
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from ..config import FULL, SLIDING, GemmaConfig
 from ..model import GemmaForCausalLM
 from ..spm import CONTROL, UNKNOWN, SpmEncoder
 from ..tokenizer import NAMED_SPECIALS, Tokenizer, piece_bytes
+from .gguf_file import GGUFFile, GGUFFormatError
 from .hf import CheckpointError, fill_from
 from .quants import dequantize_blocks
 
@@ -80,44 +83,16 @@ def hf_name(arch: str, name: str) -> str | None:
 
 
 @functools.cache
-def _reader_class():
-    """GGUFReader whose memory map is a plain ndarray view of the same mapping, for this reader only.
-
-    GGUFReader slices its map about a million times for a 262k-token vocabulary, and np.memmap's
-    Python-level __getitem__/__array_finalize__ made that take ten seconds; a plain view takes one.
-    The reader assigns `self.data = np.memmap(...)` first thing; the property below takes the view
-    (which keeps the mapping alive), so numpy itself is never touched.
-    """
-    from gguf import GGUFReader
-
-    class PlainViewReader(GGUFReader):
-        @property
-        def data(self) -> np.ndarray:
-            return self._plain
-
-        @data.setter
-        def data(self, value: np.ndarray) -> None:
-            self._plain = value.view(np.ndarray) if isinstance(value, np.memmap) else value
-
-    return PlainViewReader
-
-
-def open_gguf(path: str | Path):
+def open_gguf(path: str | Path) -> GGUFFile:
     path = Path(path)
     try:
-        return _reader_class()(str(path))
-    except Exception as exc:  # the reader raises ValueError/struct errors/IndexError on bad bytes
+        return GGUFFile(path)
+    except (GGUFFormatError, OSError, ValueError, struct.error) as exc:
         raise GGUFError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
 
 
-def metadata(reader) -> dict[str, Any]:
-    out = {}
-    for key, field in reader.fields.items():
-        try:
-            out[key] = field.contents()
-        except Exception:  # a field the package cannot decode is left out, not fatal
-            continue
-    return out
+def metadata(reader: GGUFFile) -> dict[str, Any]:
+    return reader.metadata
 
 
 def config_from_metadata(meta: dict[str, Any], vocab_size: int, source: str) -> GemmaConfig:

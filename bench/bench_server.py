@@ -5,7 +5,8 @@ edit, with the prefix cache and without it (a second server started with --no-pr
 baseline), and after switching to another file and back (warm from a RAM snapshot with the prompt
 cache); the keystroke storm (six requests 100 or 350 ms apart, each aborting the one before, as
 editors do: latency of the newest beside the same request alone, goal <= 1.2x); then completion
-throughput with 1, 4 and 8 concurrent clients (continuous batching: goal, 4 clients >= 2.5x one).
+throughput with 1, 4 and 8 concurrent clients (continuous batching: goal, 4 clients >= 2.5x one), with
+speculative decoding (the default) and without it (--no-speculate: batching alone).
 
 Last, beside llama.cpp's server as llama-cpp-python ships it (`python -m llama_cpp.server`, one sequence at
 a time) on the same GGUF file and thread count: the same OpenAI /v1/completions requests to both.
@@ -195,6 +196,12 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait()
+    proc, url = start(args.model, args.threads, "--dtype", args.dtype, "--no-speculate")
+    try:  # continuous batching alone: speculation speeds up the single stream most
+        plain_rates = {c: throughput(url, c) for c in (1, 4, 8)}
+    finally:
+        proc.terminate()
+        proc.wait()
     from codegemma.sources import resolve
 
     source = resolve(args.model)
@@ -216,10 +223,12 @@ def main() -> None:
     print("|---|---|---|---|")
     for ms, (newest, alone) in storms.items():
         print(f"| {ms} ms | {newest:.2f} | {alone:.2f} | {newest / alone:.2f}x |")
-    print("\n| concurrent clients | completion tokens/s (all clients) | vs one client |")
-    print("|---|---|---|")
+    print("\n| concurrent clients | completion tokens/s (all clients) | vs one client | with --no-speculate "
+          "| vs one client |")
+    print("|---|---|---|---|---|")
     for c, rate in rates.items():
-        print(f"| {c} | {rate:.1f} | {rate / rates[1]:.2f}x |")
+        plain = plain_rates[c]
+        print(f"| {c} | {rate:.1f} | {rate / rates[1]:.2f}x | {plain:.1f} | {plain / plain_rates[1]:.2f}x |")
     print("\n| /v1/completions, same file and threads | cold TTFT s | TTFT after an edit s | tokens/s 1 client "
           "| 4 clients | 8 clients |")
     print("|---|---|---|---|---|---|")

@@ -156,7 +156,7 @@ def main() -> None:
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dtype", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dense", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--workload-tasks", type=int, default=8, help="tasks per speculation workload")
+    p.add_argument("--workload-tasks", type=int, default=8, help="tasks per speculation workload (0: none)")
     args = p.parse_args()
     if args.one:
         result = (run_llama(args) if args.one == "llama.cpp" else run_speculation(args) if args.one == "speculation"
@@ -187,6 +187,8 @@ def main() -> None:
         ratio = (f"{r['prefill'] / base['prefill']:.2f}x", f"{r['decode'] / base['decode']:.2f}x") if base else ("", "")
         print(f"| {name} | {r['prefill']:.0f} | {r['decode']:.1f} | {r['peak_rss_mib']:.0f} | {r['load_s']:.1f} | "
               f"{ratio[0]} | {ratio[1]} |")
+    if args.workload_tasks <= 0:
+        return
     cmd = [sys.executable, __file__, "--one", "speculation", "--model", args.model, "--threads", str(args.threads),
            "--workload-tasks", str(args.workload_tasks)]
     out = subprocess.run(cmd, capture_output=True, text=True)

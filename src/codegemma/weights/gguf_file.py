@@ -48,7 +48,9 @@ class GGUFFile:
 
     def __init__(self, path: str | Path) -> None:
         with open(path, "rb") as f:
-            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            # MAP_POPULATE: the pages are mapped now, at load, not faulted in one by one by the first prompt
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            self._map = mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
         self._buf = memoryview(self._map)
         self._pos = 0
         if self._read(4) != MAGIC:

@@ -176,7 +176,9 @@ def _load() -> str:
                            extra_cflags=["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"],
                            extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as exc:  # any build failure: the fallback is exact too
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        reason = next((line for line in lines if "error" in line.lower()), lines[-1])
         log.warning("codegemma kernels: building %s failed (%s); using the slower PyTorch fallback",
-                    SOURCE.name, str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+                    SOURCE.name, reason.strip())
         return "torch"
     return "cpp"

@@ -300,3 +300,34 @@ def test_truncated_files_are_refused(tmp_path, quantized):
         bad.write_bytes(data[:cut])
         with pytest.raises(GGUFError, match="not a readable GGUF file"):
             load_gguf(bad)
+
+
+def test_fused_single_query_ops_match_a_float64_reference():
+    """attend1 (GQA, a sliding window's first key, Gemma 2's soft-cap, bfloat16 keys), rms_norm and rope
+    against float64 computations of the same formulas."""
+    from codegemma import kernels
+
+    if kernels.backend() != "cpp":
+        pytest.skip("the C++ kernels did not build here")
+    ops = torch.ops.codegemma
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 8, 1, 64, generator=g) * 3
+    k, v = torch.randn(2, 2, 50, 64, generator=g), torch.randn(2, 2, 50, 64, generator=g)
+    for first, cap, dtype in ((0, 0.0, torch.float32), (17, 0.0, torch.float32), (5, 3.0, torch.float32),
+                              (9, 0.0, torch.bfloat16)):
+        kd, vd = k.to(dtype).double(), v.to(dtype).double()
+        scores = torch.einsum("bhd,bhsd->bhs", q[:, :, 0].double(), kd.repeat_interleave(4, dim=1)) * 0.125
+        if cap:
+            scores = cap * torch.tanh(scores / cap)
+        probs = scores[..., first:].softmax(-1)
+        want = torch.einsum("bhs,bhsd->bhd", probs, vd.repeat_interleave(4, dim=1)[:, :, first:])
+        got = ops.attend1(q.to(dtype), k.to(dtype), v.to(dtype), 0.125, first, cap)
+        tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+        assert got.dtype == dtype and (got[:, :, 0].double() - want).abs().max() < tol, (first, cap, dtype)
+    x, w = torch.randn(3, 5, 64, generator=g), torch.randn(64, generator=g)
+    want = x.double() * torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + 1e-6) * (1 + w.double())
+    assert (ops.rms_norm(x, (1 + w).contiguous(), 1e-6).double() - want).abs().max() < 1e-5
+    cos, sin = torch.randn(1, 1, 5, 64, generator=g), torch.randn(1, 1, 5, 64, generator=g)
+    xr = torch.randn(1, 3, 5, 64, generator=g)
+    rotated = torch.cat((-xr[..., 32:], xr[..., :32]), dim=-1)
+    assert (ops.rope(xr, cos, sin).double() - (xr.double() * cos + rotated.double() * sin)).abs().max() < 1e-5

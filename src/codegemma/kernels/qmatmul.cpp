@@ -737,6 +737,25 @@ at::Tensor rope(const at::Tensor& x_in, const at::Tensor& cos_in, const at::Tens
   return x_in.scalar_type() == at::kBFloat16 ? to_bf16(out) : out;
 }
 
+// exp(x) for x <= 0 (softmax after subtracting the maximum), to about 2 ulp (Cephes' expf polynomial): a
+// form GCC vectorizes, where std::exp is one library call a value (most of a long attention's time).
+inline float exp_nonpositive(float x) {
+  x = std::max(x, -87.0f);
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const uint32_t bits = uint32_t(int32_t(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
 // Attention of single queries (decoding): q (B, H, 1, hd), keys and values (B, n_kv, S, hd) with the query
 // heads of a KV head consecutive (MQA/GQA); keys [first, S) are attended. float32 inside (Gemma 2's
 // soft-cap cap * tanh(s / cap) where softcap > 0), one rounding to q's dtype. A 16-bit batched matrix
@@ -752,44 +771,55 @@ at::Tensor attend1(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor
   at::Tensor out = at::empty({B, H, 1, hd}, q.options());
   const bool bf16 = k.scalar_type() == at::kBFloat16;
   TORCH_CHECK(bf16 || k.scalar_type() == at::kFloat, "attend1: float32 or bfloat16 keys");
-  const int64_t groups = H / n_kv;
-  std::vector<float> scores(S), row(hd);
+  const int64_t groups = H / n_kv;  // query heads sharing a KV head: each key and value is widened once for all
+  std::vector<float> scores(groups * S), row(hd), top(groups), total(groups);
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t g = h / groups;
-      const float* qr = q.data_ptr<float>() + (b * H + h) * hd;
-      auto key = [&](const at::Tensor& t, int64_t s, float* dst) {
+    for (int64_t g = 0; g < n_kv; ++g) {
+      const float* q0 = q.data_ptr<float>() + (b * H + g * groups) * hd;
+      float* o0 = out.data_ptr<float>() + (b * H + g * groups) * hd;
+      auto widen = [&](const at::Tensor& t, int64_t s) {
         const int64_t off = b * t.stride(0) + g * t.stride(1) + s * t.stride(2);
-        if (bf16) {
-          const at::BFloat16* src = t.data_ptr<at::BFloat16>() + off;
-          for (int64_t j = 0; j < hd; ++j) dst[j] = float(src[j]);
+        if (bf16) {  // bfloat16 is float32's top half: a shift, which vectorizes
+          const uint16_t* src = reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>()) + off;
+          uint32_t* dst = reinterpret_cast<uint32_t*>(row.data());
+          for (int64_t j = 0; j < hd; ++j) dst[j] = uint32_t(src[j]) << 16;
         } else {
-          std::memcpy(dst, t.data_ptr<float>() + off, hd * 4);
+          std::memcpy(row.data(), t.data_ptr<float>() + off, hd * 4);
         }
       };
-      float top = -INFINITY;
+      std::fill(top.begin(), top.end(), -INFINITY);
       for (int64_t s = first; s < S; ++s) {
-        key(k, s, row.data());
-        float acc[16] = {};
-        int64_t j = 0;
-        for (; j + 16 <= hd; j += 16)
-          for (int l = 0; l < 16; ++l) acc[l] += qr[j + l] * row[j + l];
-        float dot = 0;
-        for (int l = 0; l < 16; ++l) dot += acc[l];
-        for (; j < hd; ++j) dot += qr[j] * row[j];
-        dot *= float(scale);
-        if (softcap > 0) dot = float(softcap) * std::tanh(dot / float(softcap));
-        scores[s] = dot;
-        top = std::max(top, dot);
+        widen(k, s);
+        for (int64_t h = 0; h < groups; ++h) {
+          const float* qr = q0 + h * hd;
+          float acc[16] = {};
+          int64_t j = 0;
+          for (; j + 16 <= hd; j += 16)
+            for (int l = 0; l < 16; ++l) acc[l] += qr[j + l] * row[j + l];
+          float dot = 0;
+          for (int l = 0; l < 16; ++l) dot += acc[l];
+          for (; j < hd; ++j) dot += qr[j] * row[j];
+          dot *= float(scale);
+          if (softcap > 0) dot = float(softcap) * std::tanh(dot / float(softcap));
+          scores[h * S + s] = dot;
+          top[h] = std::max(top[h], dot);
+        }
       }
-      float total = 0;
-      for (int64_t s = first; s < S; ++s) total += (scores[s] = std::exp(scores[s] - top));
-      float* o = out.data_ptr<float>() + (b * H + h) * hd;
-      std::fill(o, o + hd, 0.0f);
+      for (int64_t h = 0; h < groups; ++h) {
+        float sum = 0;
+        float* sc = scores.data() + h * S;
+        for (int64_t s = first; s < S; ++s) sc[s] = exp_nonpositive(sc[s] - top[h]);
+        for (int64_t s = first; s < S; ++s) sum += sc[s];
+        total[h] = sum;
+      }
+      std::fill(o0, o0 + groups * hd, 0.0f);
       for (int64_t s = first; s < S; ++s) {
-        key(v, s, row.data());
-        const float p = scores[s] / total;
-        for (int64_t j = 0; j < hd; ++j) o[j] += p * row[j];
+        widen(v, s);
+        for (int64_t h = 0; h < groups; ++h) {
+          const float p = scores[h * S + s] / total[h];
+          float* o = o0 + h * hd;
+          for (int64_t j = 0; j < hd; ++j) o[j] += p * row[j];
+        }
       }
     }
   return q_in.scalar_type() == at::kBFloat16 ? to_bf16(out) : out;

@@ -135,7 +135,9 @@ def grade_babel(exercise: Exercise, language: str, code: str, *, timeout: float 
     end = f"END-{nonce()}"
     completion = body(code, language)
     source = module.program(q, "", completion, end)
-    limits = module.limits(timeout) if hasattr(module, "limits") else Limits(timeout=timeout, cpu_seconds=int(timeout))
+    # CPU seconds beyond the wall-clock limit: a busy loop must end as a time-out, not race the CPU limit's kill
+    limits = module.limits(timeout) if hasattr(module, "limits") else Limits(timeout=timeout,
+                                                                               cpu_seconds=int(timeout) + 5)
     outcome = run_program({**files, module.SOURCE_FILE: source}, argv, replace(limits, output_bytes=OUTPUT_BYTES))
     finished = outcome.status != "timeout" and outcome.returncode == 0 and end in outcome.stdout
     compile_failed = getattr(module, "compile_failed", None)

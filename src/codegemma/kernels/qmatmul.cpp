@@ -1,11 +1,13 @@
 // Matrix-vector products that read GGML's quantized blocks in place (codegemma::qgemv), and their
-// dequantization (codegemma::dequant_rows), as torch.library ops on CPU.
+// dequantization (codegemma::dequant_rows), as torch.library ops on CPU; with RMSNorm, RoPE and single-query
+// attention (rms_norm, rope, attend1) for the rest of a decoding step.
 //
 // Exactness: every weight a product uses is the float32 value the `gguf` package's dequantization
 // gives (ggml-quants.c's reference order: d * q, d * q + m, (d * sc) * q - (dmin * m)). Activations
-// are read as float32 (bfloat16 widens exactly) and accumulated in float32 with fused multiply-adds,
-// 16 lanes (AVX-512) or 8 (AVX2) per row, blocks in file order. A row's result never depends on how
-// many rows share the call: rows only share the decoded weights, never an accumulator.
+// are read as float32 (bfloat16 widens exactly) and accumulated in float32 with fused multiply-adds in
+// 16-lane vectors (one AVX-512 register or two AVX2 ones), four accumulators a row, blocks in file order
+// (Q5_0 against bfloat16 activations: see row_dot_q5_0_bf16). A row's result never depends on how many
+// rows share the call: rows only share the decoded weights, never an accumulator.
 //
 // Built on first use by codegemma.kernels with -O3 -march=native (the cache is keyed by the CPU's
 // flags), threads from ATen's own pool (at::parallel_for).
@@ -935,14 +937,11 @@ at::Tensor dequant_rows(const at::Tensor& w, int64_t type, int64_t rows, int64_t
   return out;
 }
 
-int64_t lanes() { return LANES; }
-
 }  // namespace
 
 TORCH_LIBRARY(codegemma, m) {
   m.def("qgemv(Tensor x, Tensor[] weights, int[] types, int[] rows, bool f32_out) -> Tensor[]");
   m.def("dequant_rows(Tensor w, int type, int rows, int cols, Tensor? ids, bool bf16_out) -> Tensor");
-  m.def("lanes() -> int");
   m.def("rms_norm(Tensor x, Tensor gain, float eps) -> Tensor");
   m.def("rope(Tensor x, Tensor cos, Tensor sin) -> Tensor");
   m.def("attend1(Tensor q, Tensor k, Tensor v, float scale, int first, float softcap) -> Tensor");
@@ -956,6 +955,3 @@ TORCH_LIBRARY_IMPL(codegemma, CPU, m) {
   m.impl("attend1", attend1);
 }
 
-TORCH_LIBRARY_IMPL(codegemma, CompositeExplicitAutograd, m) {
-  m.impl("lanes", lanes);
-}

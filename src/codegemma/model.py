@@ -153,8 +153,15 @@ class Attention(nn.Module):
         k = rope(k.transpose(1, 2), cos, sin)  # (B, n_kv, T, hd)
         cache = self.cache if cache is None else cache
         if isinstance(start, Rows):
-            y = torch.cat([self._attend(q[i:i + 1], *cache.update(p, k[i:i + 1], v[i:i + 1], r), mask[i])
-                           for i, (r, p) in enumerate(zip(start.rows, start.positions))])
+            if self.fused and not q.requires_grad:  # every row's keys written, then all rows attend at once
+                for i, (r, p) in enumerate(zip(start.rows, start.positions)):
+                    cache.update(p, k[i:i + 1], v[i:i + 1], r)
+                y = torch.ops.codegemma.attend_rows(q, cache.k, cache.v, list(start.rows),
+                                                    [p + 1 for p in start.positions], [m or 0 for m in mask],
+                                                    self.scale, self.softcap or 0.0)
+            else:
+                y = torch.cat([self._attend(q[i:i + 1], *cache.update(p, k[i:i + 1], v[i:i + 1], r), mask[i])
+                               for i, (r, p) in enumerate(zip(start.rows, start.positions))])
             return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
         if cache is not None:
             k, v = cache.update(start, k, v, row)  # (B, n_kv, S, hd)

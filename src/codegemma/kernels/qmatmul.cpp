@@ -762,6 +762,64 @@ inline float exp_nonpositive(float x) {
 // heads of a KV head consecutive (MQA/GQA); keys [first, S) are attended. float32 inside (Gemma 2's
 // soft-cap cap * tanh(s / cap) where softcap > 0), one rounding to q's dtype. A 16-bit batched matrix
 // product or the fused CPU kernel costs 10 to 100 times more for one query.
+// One query row: q (H, hd) float32 against keys/values [first, S) of batch row b of k/v (B, n_kv, *, hd),
+// out (H, hd). The same arithmetic whether it runs alone (attend1) or beside other rows (attend_rows).
+void attend_row(const float* q0_all, const at::Tensor& k, const at::Tensor& v, int64_t b, int64_t H, int64_t hd,
+                int64_t S, int64_t first, double scale, double softcap, float* out_all) {
+  const int64_t n_kv = k.size(1);
+  const bool bf16 = k.scalar_type() == at::kBFloat16;
+  const int64_t groups = H / n_kv;  // query heads sharing a KV head: each key and value is widened once for all
+  std::vector<float> scores(groups * S), row(hd), top(groups), total(groups);
+  for (int64_t g = 0; g < n_kv; ++g) {
+    const float* q0 = q0_all + g * groups * hd;
+    float* o0 = out_all + g * groups * hd;
+    auto widen = [&](const at::Tensor& t, int64_t s) {
+      const int64_t off = b * t.stride(0) + g * t.stride(1) + s * t.stride(2);
+      if (bf16) {  // bfloat16 is float32's top half: a shift, which vectorizes
+        const uint16_t* src = reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>()) + off;
+        uint32_t* dst = reinterpret_cast<uint32_t*>(row.data());
+        for (int64_t j = 0; j < hd; ++j) dst[j] = uint32_t(src[j]) << 16;
+      } else {
+        std::memcpy(row.data(), t.data_ptr<float>() + off, hd * 4);
+      }
+    };
+    std::fill(top.begin(), top.end(), -INFINITY);
+    for (int64_t s = first; s < S; ++s) {
+      widen(k, s);
+      for (int64_t h = 0; h < groups; ++h) {
+        const float* qr = q0 + h * hd;
+        float acc[16] = {};
+        int64_t j = 0;
+        for (; j + 16 <= hd; j += 16)
+          for (int l = 0; l < 16; ++l) acc[l] += qr[j + l] * row[j + l];
+        float dot = 0;
+        for (int l = 0; l < 16; ++l) dot += acc[l];
+        for (; j < hd; ++j) dot += qr[j] * row[j];
+        dot *= float(scale);
+        if (softcap > 0) dot = float(softcap) * std::tanh(dot / float(softcap));
+        scores[h * S + s] = dot;
+        top[h] = std::max(top[h], dot);
+      }
+    }
+    for (int64_t h = 0; h < groups; ++h) {
+      float sum = 0;
+      float* sc = scores.data() + h * S;
+      for (int64_t s = first; s < S; ++s) sc[s] = exp_nonpositive(sc[s] - top[h]);
+      for (int64_t s = first; s < S; ++s) sum += sc[s];
+      total[h] = sum;
+    }
+    std::fill(o0, o0 + groups * hd, 0.0f);
+    for (int64_t s = first; s < S; ++s) {
+      widen(v, s);
+      for (int64_t h = 0; h < groups; ++h) {
+        const float p = scores[h * S + s] / total[h];
+        float* o = o0 + h * hd;
+        for (int64_t j = 0; j < hd; ++j) o[j] += p * row[j];
+      }
+    }
+  }
+}
+
 at::Tensor attend1(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v, double scale, int64_t first,
                    double softcap) {
   TORCH_CHECK(q_in.dim() == 4 && q_in.size(2) == 1 && k.dim() == 4 && k.sizes() == v.sizes(),
@@ -769,61 +827,37 @@ at::Tensor attend1(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor
   TORCH_CHECK(k.scalar_type() == v.scalar_type() && k.stride(3) == 1 && v.stride(3) == 1, "attend1: k/v layout");
   const int64_t B = q_in.size(0), H = q_in.size(1), hd = q_in.size(3), n_kv = k.size(1), S = k.size(2);
   TORCH_CHECK(k.size(0) == B && k.size(3) == hd && H % n_kv == 0 && 0 <= first && first < S, "attend1: shapes");
+  TORCH_CHECK(k.scalar_type() == at::kBFloat16 || k.scalar_type() == at::kFloat, "attend1: float32 or bfloat16 keys");
   const at::Tensor q = to_f32(q_in);
   at::Tensor out = at::empty({B, H, 1, hd}, q.options());
-  const bool bf16 = k.scalar_type() == at::kBFloat16;
-  TORCH_CHECK(bf16 || k.scalar_type() == at::kFloat, "attend1: float32 or bfloat16 keys");
-  const int64_t groups = H / n_kv;  // query heads sharing a KV head: each key and value is widened once for all
-  std::vector<float> scores(groups * S), row(hd), top(groups), total(groups);
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t g = 0; g < n_kv; ++g) {
-      const float* q0 = q.data_ptr<float>() + (b * H + g * groups) * hd;
-      float* o0 = out.data_ptr<float>() + (b * H + g * groups) * hd;
-      auto widen = [&](const at::Tensor& t, int64_t s) {
-        const int64_t off = b * t.stride(0) + g * t.stride(1) + s * t.stride(2);
-        if (bf16) {  // bfloat16 is float32's top half: a shift, which vectorizes
-          const uint16_t* src = reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>()) + off;
-          uint32_t* dst = reinterpret_cast<uint32_t*>(row.data());
-          for (int64_t j = 0; j < hd; ++j) dst[j] = uint32_t(src[j]) << 16;
-        } else {
-          std::memcpy(row.data(), t.data_ptr<float>() + off, hd * 4);
-        }
-      };
-      std::fill(top.begin(), top.end(), -INFINITY);
-      for (int64_t s = first; s < S; ++s) {
-        widen(k, s);
-        for (int64_t h = 0; h < groups; ++h) {
-          const float* qr = q0 + h * hd;
-          float acc[16] = {};
-          int64_t j = 0;
-          for (; j + 16 <= hd; j += 16)
-            for (int l = 0; l < 16; ++l) acc[l] += qr[j + l] * row[j + l];
-          float dot = 0;
-          for (int l = 0; l < 16; ++l) dot += acc[l];
-          for (; j < hd; ++j) dot += qr[j] * row[j];
-          dot *= float(scale);
-          if (softcap > 0) dot = float(softcap) * std::tanh(dot / float(softcap));
-          scores[h * S + s] = dot;
-          top[h] = std::max(top[h], dot);
-        }
-      }
-      for (int64_t h = 0; h < groups; ++h) {
-        float sum = 0;
-        float* sc = scores.data() + h * S;
-        for (int64_t s = first; s < S; ++s) sc[s] = exp_nonpositive(sc[s] - top[h]);
-        for (int64_t s = first; s < S; ++s) sum += sc[s];
-        total[h] = sum;
-      }
-      std::fill(o0, o0 + groups * hd, 0.0f);
-      for (int64_t s = first; s < S; ++s) {
-        widen(v, s);
-        for (int64_t h = 0; h < groups; ++h) {
-          const float p = scores[h * S + s] / total[h];
-          float* o = o0 + h * hd;
-          for (int64_t j = 0; j < hd; ++j) o[j] += p * row[j];
-        }
-      }
-    }
+    attend_row(q.data_ptr<float>() + b * H * hd, k, v, b, H, hd, S, first, scale, softcap,
+               out.data_ptr<float>() + b * H * hd);
+  return q_in.scalar_type() == at::kBFloat16 ? to_bf16(out) : out;
+}
+
+// Several single queries of a continuous batch at once: query i (row i of q (N, H, 1, hd)) attends slots
+// [firsts[i], lengths[i]) of cache row rows[i] of k/v (R, n_kv, max, hd), whose keys are already written.
+// Rows run on ATen's threads, each exactly as attend1 computes it.
+at::Tensor attend_rows(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v, at::IntArrayRef rows,
+                       at::IntArrayRef lengths, at::IntArrayRef firsts, double scale, double softcap) {
+  TORCH_CHECK(q_in.dim() == 4 && q_in.size(2) == 1 && k.dim() == 4 && k.sizes() == v.sizes(), "attend_rows: shapes");
+  TORCH_CHECK(k.scalar_type() == v.scalar_type() && k.stride(3) == 1 && v.stride(3) == 1, "attend_rows: k/v layout");
+  TORCH_CHECK(k.scalar_type() == at::kBFloat16 || k.scalar_type() == at::kFloat, "attend_rows: k/v dtype");
+  const int64_t N = q_in.size(0), H = q_in.size(1), hd = q_in.size(3);
+  TORCH_CHECK(int64_t(rows.size()) == N && int64_t(lengths.size()) == N && int64_t(firsts.size()) == N,
+              "attend_rows: one row, length and first key a query");
+  TORCH_CHECK(k.size(3) == hd && H % k.size(1) == 0, "attend_rows: head sizes");
+  for (int64_t i = 0; i < N; ++i)
+    TORCH_CHECK(0 <= rows[i] && rows[i] < k.size(0) && 0 <= firsts[i] && firsts[i] < lengths[i] &&
+                lengths[i] <= k.size(2), "attend_rows: query ", i, " outside the cache");
+  const at::Tensor q = to_f32(q_in);
+  at::Tensor out = at::empty({N, H, 1, hd}, q.options());
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      attend_row(q.data_ptr<float>() + i * H * hd, k, v, rows[i], H, hd, lengths[i], firsts[i], scale, softcap,
+                 out.data_ptr<float>() + i * H * hd);
+  });
   return q_in.scalar_type() == at::kBFloat16 ? to_bf16(out) : out;
 }
 
@@ -945,6 +979,8 @@ TORCH_LIBRARY(codegemma, m) {
   m.def("rms_norm(Tensor x, Tensor gain, float eps) -> Tensor");
   m.def("rope(Tensor x, Tensor cos, Tensor sin) -> Tensor");
   m.def("attend1(Tensor q, Tensor k, Tensor v, float scale, int first, float softcap) -> Tensor");
+  m.def("attend_rows(Tensor q, Tensor k, Tensor v, int[] rows, int[] lengths, int[] firsts, float scale, "
+        "float softcap) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(codegemma, CPU, m) {
@@ -953,5 +989,6 @@ TORCH_LIBRARY_IMPL(codegemma, CPU, m) {
   m.impl("rms_norm", rms_norm);
   m.impl("rope", rope);
   m.impl("attend1", attend1);
+  m.impl("attend_rows", attend_rows);
 }
 

@@ -29,12 +29,6 @@ def _kernel_rows(x: torch.Tensor) -> bool:
     return x.numel() <= KERNEL_ROWS * x.shape[-1]
 
 
-def _dense(matrix: GGUFMatrix, dtype: torch.dtype) -> torch.Tensor:
-    if dtype in (torch.float32, torch.bfloat16):
-        return dequant_rows(matrix, dtype=dtype)
-    return dequant_rows(matrix).to(dtype)
-
-
 class GGUFLinear(nn.Module):
     def __init__(self, matrix: GGUFMatrix) -> None:
         super().__init__()
@@ -46,7 +40,7 @@ class GGUFLinear(nn.Module):
             raise RuntimeError("GGUF quantized weights are for inference; load with keep_quantized=False to train")
         if _kernel_rows(x):
             return qgemv(x, [self.matrix])[0]
-        return F.linear(x, _dense(self.matrix, x.dtype))
+        return F.linear(x, _dense_rows(self.matrix, None, x.dtype))
 
     @staticmethod
     def fused(x: torch.Tensor, layers) -> list[torch.Tensor] | None:
@@ -77,7 +71,8 @@ class GGUFEmbedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, {self.matrix.type_name}"
 
 
-def _dense_rows(matrix: GGUFMatrix, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _dense_rows(matrix: GGUFMatrix, ids: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """Rows `ids` (all if None) in `dtype`: dequantized straight into float32 or bfloat16, else converted."""
     if dtype in (torch.float32, torch.bfloat16):
         return dequant_rows(matrix, ids, dtype)
     return dequant_rows(matrix, ids).to(dtype)

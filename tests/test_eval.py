@@ -181,6 +181,21 @@ def test_run_resumes_without_redoing_samples(tiny_checkpoint, tmp_path):
         run("humaneval", cg, out, RunSettings(limit=3, temperature=0.5))
 
 
+def test_parallel_changes_the_speed_and_never_the_text(default_model, tmp_path):
+    """Samples decoded together as rows of the engine's passes get the text each gets alone (the quantized
+    kernels' rows are independent), so a table made with --parallel 8 is the one made one at a time."""
+    texts = {}
+    for parallel in (1, 4):
+        out = tmp_path / f"p{parallel}"
+        summary = run("bc-humaneval-python", default_model, out, RunSettings(limit=6, max_tokens=24, parallel=parallel))
+        assert summary["settings"]["parallel"] == parallel and summary["samples"] == 6
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        texts[parallel] = {r["task_id"]: r["completion"] for r in rows}
+    assert texts[1] == texts[4] and len(set(texts[1].values())) > 1
+    default = run("bc-humaneval-python", default_model, tmp_path / "d", RunSettings(limit=1, max_tokens=4))
+    assert default["settings"]["parallel"] == 8  # the default where rows are independent
+
+
 def test_score_and_report(tmp_path, capsys):
     problems = load_problems("humaneval")[:6]
     samples = tmp_path / "samples.jsonl"

@@ -23,6 +23,9 @@ def register(p: argparse.ArgumentParser) -> None:
     run_p.add_argument("--top-p", type=float, default=0.95)
     run_p.add_argument("--max-tokens", type=int, default=None, help="default: 512, or 128 for infilling")
     run_p.add_argument("--seed", type=int, default=0)
+    run_p.add_argument("--parallel", type=int, default=None,
+                       help="samples decoded together as rows of one pass (the server's continuous batching); "
+                            "default 8 where the model's rows are independent (the text does not depend on it), else 1")
     run_p.add_argument("--out", required=True, help="results folder (an interrupted run resumes here)")
     _common(run_p)
     run_p.set_defaults(func=cmd_run)
@@ -48,7 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace):
     from ..eval.harness import RunSettings
 
-    for name in ("limit", "workers", "samples_per_task", "max_tokens"):
+    for name in ("limit", "workers", "samples_per_task", "max_tokens", "parallel"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise CliError(f"--{name.replace('_', '-')} must be >= 1")
@@ -57,7 +60,8 @@ def _settings(args: argparse.Namespace):
     return RunSettings(samples_per_task=getattr(args, "samples_per_task", 1),
                        temperature=getattr(args, "temperature", 0.0), top_p=getattr(args, "top_p", 0.95),
                        max_tokens=getattr(args, "max_tokens", None), limit=args.limit, workers=args.workers,
-                       timeout=args.timeout, seed=getattr(args, "seed", 0))
+                       timeout=args.timeout, seed=getattr(args, "seed", 0),
+                       parallel=getattr(args, "parallel", None))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import queue
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CodeGemmaError
 from .data import Problem, load_problems
 from .sandbox import Limits, run_python
 
+if TYPE_CHECKING:
+    from ..api import Options
+
 RESULTS, SUMMARY, RUN = "results.jsonl", "summary.json", "run.json"
+PARALLEL = 8  # samples decoded together by default: the quantized kernels' widest fast case holds 8 rows and drafts
 # CodeGemma's published table (technical report, facts document section 7), pass@1 in percent.
 PUBLISHED = {
     "columns": ["CodeGemma 2B", "2B 1.1", "7B", "7B-IT", "7B-IT 1.1"],
@@ -61,6 +68,8 @@ class RunSettings:
     workers: int = 2
     timeout: float = 10.0
     seed: int = 0
+    parallel: int | None = None  # samples decoded together as rows of the serving engine's passes (None: PARALLEL
+    # where the model's rows are independent, so the text never depends on it, else 1)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -129,6 +138,29 @@ def _check_same_run(out: Path, identity: dict) -> None:
         path.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
 
 
+def _score_while(produce: Callable[[Callable[[str, int, str], None]], None], problems: dict[str, Problem],
+                 log: ResultLog, settings: RunSettings) -> None:
+    """Scores what `produce` delivers, on another thread, while produce keeps the calling one."""
+    done: queue.Queue = queue.Queue()
+    failures: list[BaseException] = []
+
+    def score() -> None:
+        try:
+            _score_stream(problems, iter(done.get, None), log, settings)
+        except BaseException as exc:  # noqa: BLE001 (re-raised on the calling thread)
+            failures.append(exc)
+
+    scorer = threading.Thread(target=score, name="codegemma-eval-score", daemon=True)
+    scorer.start()
+    try:
+        produce(lambda task_id, sample, completion: done.put((task_id, sample, completion)))
+    finally:
+        done.put(None)
+        scorer.join()
+    if failures:
+        raise failures[0]
+
+
 def _score_stream(problems: dict[str, Problem], samples: Iterable[tuple[str, int, str]], log: ResultLog,
                   settings: RunSettings) -> None:
     """Runs every (task_id, sample, completion) in parallel workers (in batches where score_many compiles several
@@ -165,7 +197,8 @@ def infill_protocol(cg, problem: Problem) -> str:
     return LEFT_TO_RIGHT_LINE if problem.single_line else LEFT_TO_RIGHT
 
 
-def generate(cg, problem: Problem, sample: int, settings: RunSettings) -> str:
+def request(cg, problem: Problem, sample: int, settings: RunSettings) -> tuple[list[int], Options, bool]:
+    """The prompt ids and options of one sample, and whether only the first line of the text counts."""
     from ..api import Options
 
     line_only = False
@@ -182,14 +215,64 @@ def generate(cg, problem: Problem, sample: int, settings: RunSettings) -> str:
     opts = Options(max_tokens=max_tokens, temperature=settings.temperature,
                    top_p=settings.top_p if settings.temperature else 1.0, seed=settings.seed + sample,
                    stop=tuple(stops), stop_ids=tuple(stop_ids))
-    text = cg.run([ids], opts)[0].text
+    return list(ids), opts, line_only
+
+
+def _completion(text: str, line_only: bool) -> str:
     return text.split("\n")[0] + "\n" if line_only else text  # the middle is a whole line, with its end
+
+
+def generate(cg, todo: list[tuple[Problem, int]], settings: RunSettings,
+             deliver: Callable[[str, int, str], None]) -> None:
+    """Decodes the samples in the serving engine, `settings.parallel` at a time as rows of its passes (where
+    the model's rows are independent, as with the quantized kernels, each row's text is the one it gets alone,
+    so --parallel changes the speed and never the text), calling deliver(task_id, sample, completion) as each
+    ends. The engine runs on the calling thread, the one that loaded the model (see Engine.run); the requests
+    are fed and collected from another."""
+    from ..server.engine import Engine, Job
+
+    work = [(p, s, *request(cg, p, s, settings)) for p, s in todo]
+    ctx = min(cg.config.max_position_embeddings, max(len(ids) + opts.max_tokens for _, _, ids, opts, _ in work))
+    engine = Engine(cg, ctx=ctx, parallel=settings.parallel or 1, prefix_cache=False, queue_depth=len(work),
+                    thread=False)
+    failures: list[BaseException] = []
+
+    async def collect(job: Job, problem: Problem, sample: int, line_only: bool) -> None:
+        text = []
+        while (event := await job.events.get())[0] != "done":
+            if event[0] == "error":
+                raise EvalError(f"{problem.task_id}: generation failed: {event[1]}")
+            text.append(event[1])
+        deliver(problem.task_id, sample, _completion("".join(text), line_only))
+
+    async def feed() -> None:
+        loop = asyncio.get_running_loop()
+        jobs = [(Job(ids, opts, loop), p, s, line_only) for p, s, ids, opts, line_only in work]
+        engine.submit(*(j for j, *_ in jobs))
+        await asyncio.gather(*(collect(*j) for j in jobs))
+
+    def feeder() -> None:
+        try:
+            asyncio.run(feed())
+        except BaseException as exc:  # noqa: BLE001 (re-raised on the calling thread)
+            failures.append(exc)
+        finally:
+            engine.close()
+
+    thread = threading.Thread(target=feeder, name="codegemma-eval-feed", daemon=True)
+    thread.start()
+    engine.run()
+    thread.join()
+    if failures:
+        raise failures[0]
 
 
 def run(benchmark: str, cg, out: str | Path, settings: RunSettings = RunSettings(),
         data_dir: str | Path | None = None) -> dict:
     """Generates and scores; resumes an interrupted run in the same folder without redoing samples."""
     out = Path(out)
+    if settings.parallel is None:
+        settings = replace(settings, parallel=PARALLEL if cg.model.rows_independent() else 1)
     problems = load_problems(benchmark, data_dir)[:settings.limit]
     identity = {"benchmark": benchmark, "model": cg.name, "temperature": settings.temperature,
                 "samples_per_task": settings.samples_per_task, "max_tokens": settings.max_tokens}
@@ -200,13 +283,9 @@ def run(benchmark: str, cg, out: str | Path, settings: RunSettings = RunSettings
     log = ResultLog(out)
     by_id = {p.task_id: p for p in problems}
 
-    def todo() -> Iterator[tuple[str, int, str]]:
-        for p in problems:
-            for s in range(settings.samples_per_task):
-                if (p.task_id, s) not in log.done:
-                    yield p.task_id, s, generate(cg, p, s, settings)
-
-    _score_stream(by_id, todo(), log, settings)
+    todo = [(p, s) for p in problems for s in range(settings.samples_per_task) if (p.task_id, s) not in log.done]
+    if todo:
+        _score_while(lambda deliver: generate(cg, todo, settings, deliver), by_id, log, settings)
     return write_summary(out, benchmark, cg.name, problems, log.rows, settings, protocol)
 
 

@@ -246,7 +246,10 @@ class Block(nn.Module):
 class GemmaModel(nn.Module):
     def __init__(self, config: GemmaConfig) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        weight = torch.empty(config.vocab_size, config.hidden_size)
+        if not weight.is_meta:  # (on the meta device, as loaders build, normal_ would import all of torch._dynamo)
+            nn.init.normal_(weight)  # nn.Embedding's own initialisation
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, _weight=weight)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
@@ -393,7 +396,7 @@ class GemmaForCausalLM(nn.Module):
     def _rope_table(self, key: tuple[float, float], dtype: torch.dtype, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         cached = self._rope.get((key, dtype))
         if cached is None or cached[0].shape[0] < n or cached[0].device != self.device:
-            size = max(n, 2 * cached[0].shape[0] if cached is not None else 4096)
+            size = max(1 << max(8, (n - 1).bit_length()), 2 * cached[0].shape[0] if cached is not None else 0)
             base, scale = key
             pos = torch.arange(size, device=self.device)[None]
             pos = pos if scale == 1.0 else pos.float() / scale

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ START_OF_TURN, END_OF_TURN = "<start_of_turn>", "<end_of_turn>"
 NAMED_SPECIALS = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FILE_SEPARATOR, START_OF_TURN, END_OF_TURN)
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 SPACE = "\u2581"  # SentencePiece's visible space
+_RAW_BYTE_PIECE, _RAW_SPACE = re.compile(rb"<0x([0-9A-Fa-f]{2})>"), SPACE.encode()
 
 
 class TokenizerError(CodeGemmaError, ValueError):
@@ -35,21 +37,43 @@ class FimTokens:
     file_separator: int
 
 
+class Pieces(Sequence[bytes]):
+    """id -> bytes, held as one bytes object and a table of offsets: a list of 262k bytes objects (Gemma 3's
+    vocabulary) costs about 12 MB, this about 3."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        parts = list(pieces)
+        self._blob = b"".join(parts)
+        self._starts = array("I", [0])
+        total = 0
+        for part in parts:
+            total += len(part)
+            self._starts.append(total)
+
+    def __len__(self) -> int:
+        return len(self._starts) - 1
+
+    def __getitem__(self, i):  # an id (negative ids are not ids), or a slice
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not 0 <= i < len(self._starts) - 1:
+            raise IndexError(f"token id {i} is outside the vocabulary")
+        return self._blob[self._starts[i]:self._starts[i + 1]]
+
+
 class Tokenizer:
     """Encodes and decodes; the backend only supplies `plain_encode`, which never yields special tokens."""
 
     def __init__(self, pieces: Sequence[bytes], specials: dict[str, int], plain_encode: Callable[[str], list[int]],
                  *, bos_id: int, eos_id: int, pad_id: int, source: str = "") -> None:
-        self.pieces = list(pieces)  # id -> bytes shown to the user ("" for bos, eos and pad)
+        blank = {bos_id, eos_id, pad_id}
+        self.pieces = Pieces(b"" if i in blank else p for i, p in enumerate(pieces))  # id -> bytes the user sees
         self.specials = dict(specials)  # text -> id of every token `parse_special=True` recognises
         self._plain = plain_encode
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.source = source
         names = sorted(self.specials, key=len, reverse=True)
         self._special_re = re.compile("|".join(map(re.escape, names))) if names else None
-        for i in (bos_id, eos_id, pad_id):
-            if 0 <= i < len(self.pieces):
-                self.pieces[i] = b""
 
     @property
     def vocab_size(self) -> int:
@@ -124,6 +148,12 @@ def _complete_prefix_len(data: bytes) -> int:
 def piece_bytes(piece: str) -> bytes:
     m = _BYTE_PIECE.fullmatch(piece)
     return bytes([int(m.group(1), 16)]) if m else piece.replace(SPACE, " ").encode("utf-8")
+
+
+def raw_piece_bytes(piece: bytes) -> bytes:
+    """piece_bytes of a piece given as its UTF-8 bytes."""
+    m = _RAW_BYTE_PIECE.fullmatch(piece) if piece.startswith(b"<0x") else None
+    return bytes([int(m.group(1), 16)]) if m else piece.replace(_RAW_SPACE, b" ")
 
 
 def load_tokenizer(folder: str | Path) -> Tokenizer:

@@ -168,6 +168,13 @@ def _load() -> str:
     key = _key(compiler)
     build = cache_dir() / key
     name = f"codegemma_qmatmul_{key}"
+    built = build / f"{name}.so"
+    if built.is_file():  # the key names its source, torch, compiler and CPU: load it without setuptools
+        try:
+            torch.ops.load_library(str(built))
+            return "cpp"
+        except OSError as exc:
+            log.info("codegemma kernels: %s does not load (%s); building it again", built, exc)
     try:
         from torch.utils import cpp_extension
 

@@ -21,8 +21,8 @@ import torch
 from ..config import FULL, SLIDING, GemmaConfig
 from ..model import GemmaForCausalLM
 from ..spm import CONTROL, UNKNOWN, SpmEncoder
-from ..tokenizer import NAMED_SPECIALS, Tokenizer, piece_bytes
-from .gguf_file import GGUFFile, GGUFFormatError
+from ..tokenizer import NAMED_SPECIALS, Tokenizer, raw_piece_bytes
+from .gguf_file import GGUFFile, GGUFFormatError, StringArray
 from .hf import CheckpointError, fill_from
 from .quants import dequantize_blocks
 
@@ -148,8 +148,6 @@ def raw_bytes(tensor) -> torch.Tensor:
 def dequantize(tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A GGUF tensor in PyTorch's (out, in) layout: our kernels, else the gguf package's. Values are
     computed in float32; `dtype` is how our kernels store them."""
-    from gguf.quants import dequantize as gguf_dequantize
-
     shape = tuple(int(d) for d in reversed(tensor.shape))  # GGUF lists dimensions fastest-first
     kind = tensor.tensor_type.name
     raw = raw_bytes(tensor)
@@ -157,8 +155,12 @@ def dequantize(tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         stored = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[kind]
         return raw.view(stored).float().reshape(shape)  # .float() copies out of the map
     values = dequantize_blocks(raw, kind, int(np.prod(shape)), dtype)
-    if values is None:
-        values = torch.from_numpy(np.array(gguf_dequantize(tensor.data, tensor.tensor_type), dtype=np.float32))
+    if values is None:  # a format our kernels do not read: the gguf package's dequantization
+        from gguf.constants import GGMLQuantizationType
+        from gguf.quants import dequantize as gguf_dequantize
+
+        kind = GGMLQuantizationType(int(tensor.tensor_type))
+        values = torch.from_numpy(np.array(gguf_dequantize(tensor.data, kind), dtype=np.float32))
     return values.reshape(shape)
 
 
@@ -217,17 +219,21 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
     if model != "llama":
         raise GGUFError(f"{source}: tokenizer model {model!r} is not supported (Gemma uses 'llama', SentencePiece)")
     try:
-        tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
-        scores = list(meta.get("tokenizer.ggml.scores") or [0.0] * len(tokens))
-        types = list(meta.get("tokenizer.ggml.token_type") or [1] * len(tokens))
+        tokens = meta["tokenizer.ggml.tokens"]
+        scores = meta.get("tokenizer.ggml.scores") or [0.0] * len(tokens)
+        types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     except KeyError as exc:
         raise GGUFError(f"{source}: metadata key {exc.args[0]} is missing") from exc
     if not (len(tokens) == len(scores) == len(types)):
         raise GGUFError(f"{source}: tokenizer arrays differ in length")
+    raw = [tokens.raw(i) for i in range(len(tokens))] if isinstance(tokens, StringArray) else \
+        [t.encode("utf-8", "surrogateescape") for t in tokens]  # the file's bytes of each piece
     space_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", False))
-    encoder = SpmEncoder(tokens, scores, types, add_space_prefix=space_prefix)
-    specials = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (CONTROL, UNKNOWN) or t in NAMED_SPECIALS}
-    pieces = [t.encode("utf-8") if t in specials else piece_bytes(t) for t in tokens]
+    encoder = SpmEncoder(raw, scores, types, add_space_prefix=space_prefix)
+    named = {name.encode() for name in NAMED_SPECIALS}
+    specials = {tokens[i]: i for i, (b, k) in enumerate(zip(raw, types)) if k in (CONTROL, UNKNOWN) or b in named}
+    kept = set(specials.values())  # special pieces show as their text
+    pieces = (b if i in kept else raw_piece_bytes(b) for i, b in enumerate(raw))
     fim = {"tokenizer.ggml.prefix_token_id": "<|fim_prefix|>", "tokenizer.ggml.middle_token_id": "<|fim_middle|>",
            "tokenizer.ggml.suffix_token_id": "<|fim_suffix|>"}
     for key, name in fim.items():  # files that name FIM ids explicitly

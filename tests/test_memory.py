@@ -1,0 +1,44 @@
+"""What keeps the default model's memory down (bench/bench_gguf.py measures peak RSS beside llama.cpp)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import pytest
+
+from codegemma.spm import Vocabulary
+from codegemma.tokenizer import Pieces
+
+
+def test_loading_the_default_model_imports_neither_dynamo_nor_the_gguf_package():
+    """Building the model on the meta device once imported all of torch._dynamo (1.5 s, some 65 MB), and reading
+    the file the gguf package with its tokenizer and YAML modules; the cached kernels load without setuptools."""
+    code = ("import sys, codegemma\ncodegemma.load('default')\n"
+            "print(sorted({m.split('.')[0] if m.split('.')[0] != 'torch' else m for m in sys.modules} & "
+            "{'torch._dynamo', 'torch._inductor', 'sympy', 'gguf', 'setuptools', 'yaml', 'sentencepiece'}))")
+    subprocess.run([sys.executable, "-c", "import codegemma; codegemma.load('default')"], check=True)  # builds
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_vocabulary_answers_as_a_dict_of_its_pieces():
+    rng = random.Random(0)
+    pieces = [bytes(rng.choices(b"ab\xe2\x96\x81", k=rng.randint(1, 4))) for _ in range(3000)]
+    expected = {p: i for i, p in enumerate(pieces)}  # duplicates: the last id wins
+    vocab = Vocabulary(pieces)
+    for probe in pieces + [b"", b"zz", b"ab" * 5]:
+        assert vocab.get(probe) == expected.get(probe)
+    assert vocab[pieces[7]] == expected[pieces[7]]
+    with pytest.raises(KeyError):
+        vocab[b"not a piece"]
+
+
+def test_pieces_read_like_a_list_of_bytes():
+    parts = [b"", b"a", "\u2581x".encode(), b"\xff", b"tail"]
+    pieces = Pieces(parts)
+    assert len(pieces) == 5 and list(pieces) == parts and pieces[1:3] == parts[1:3]
+    for bad in (5, -1):
+        with pytest.raises(IndexError):
+            pieces[bad]

@@ -109,6 +109,14 @@ class KVCache(nn.Module):
         self.v[rows, :, start:end] = v
         return self.k[rows, :, :end], self.v[rows, :, :end]
 
+    def write_rows(self, at: Rows, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Writes (B, n_kv, 1, hd): token i at slot at.positions[i] of row at.rows[i], all in one indexed copy."""
+        rows, slots = at.index(self.k.device)
+        if at.positions and max(at.positions) >= self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} tokens; slot {max(at.positions)} requested")
+        self.k[rows, :, slots] = k[:, :, 0]
+        self.v[rows, :, slots] = v[:, :, 0]
+
 
 @dataclass(frozen=True)
 class Rows:
@@ -117,6 +125,14 @@ class Rows:
 
     rows: tuple[int, ...]
     positions: tuple[int, ...]
+
+    def index(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """rows and positions as index tensors, made once per step (not once per layer)."""
+        cached = self.__dict__.get("_index")
+        if cached is None or cached[0].device != device:
+            cached = (torch.tensor(self.rows, device=device), torch.tensor(self.positions, device=device))
+            object.__setattr__(self, "_index", cached)
+        return cached
 
 
 class Attention(nn.Module):
@@ -153,9 +169,8 @@ class Attention(nn.Module):
         k = rope(k.transpose(1, 2), cos, sin)  # (B, n_kv, T, hd)
         cache = self.cache if cache is None else cache
         if isinstance(start, Rows):
-            if self.fused and not q.requires_grad:  # every row's keys written, then all rows attend at once
-                for i, (r, p) in enumerate(zip(start.rows, start.positions)):
-                    cache.update(p, k[i:i + 1], v[i:i + 1], r)
+            if self.fused and not q.requires_grad:  # every row's keys written at once, then all rows attend
+                cache.write_rows(start, k, v)
                 y = torch.ops.codegemma.attend_rows(q, cache.k, cache.v, list(start.rows),
                                                     [p + 1 for p in start.positions], [m or 0 for m in mask],
                                                     self.scale, self.softcap or 0.0)

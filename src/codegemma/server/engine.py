@@ -502,14 +502,17 @@ class Engine:
             return
         self.stats.decode_steps += 1
         self.stats.batched_tokens += len(positions)
+        # greedy rows without a repetition penalty take the argmax of all rows, computed once
+        plain = [s.sampling.greedy and s.seen is None for s in seqs]
+        best = logits.argmax(-1).tolist() if any(plain) else []
         first = 0
-        for seq, feed in zip(seqs, feeds):
+        for seq, feed, greedy in zip(seqs, feeds, plain):
             seq.tokens.append(seq.next)
             self.rows[seq.row] = seq.tokens
             kept = 0
             for j in range(len(feed)):
-                token = int(sample(logits[first + j:first + j + 1], seq.sampling, seen=seq.seen,
-                                   generator=seq.generator)[0])
+                token = best[first + j] if greedy else int(sample(logits[first + j:first + j + 1], seq.sampling,
+                                                                  seen=seq.seen, generator=seq.generator)[0])
                 self._take(seq, token)
                 if self.owner[seq.row] is not seq or j + 1 == len(feed) or token != feed[j + 1]:
                     break  # finished, or no draft left, or the draft went another way

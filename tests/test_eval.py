@@ -10,6 +10,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from codegemma.cli import main
 from codegemma.eval.data import FILES, KNOWN_BROKEN, PACKAGED, DataError, data_file, load_problems, read_json
@@ -194,6 +195,7 @@ def test_parallel_changes_the_speed_and_never_the_text(default_model, tmp_path):
     assert texts[1] == texts[4] and len(set(texts[1].values())) > 1
     default = run("bc-humaneval-python", default_model, tmp_path / "d", RunSettings(limit=1, max_tokens=4))
     assert default["settings"]["parallel"] == 8  # the default where rows are independent
+    assert torch.is_grad_enabled()  # the engine ran on this thread and left its grad mode as it was
 
 
 def test_score_and_report(tmp_path, capsys):

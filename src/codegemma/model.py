@@ -33,6 +33,24 @@ class RMSNorm(nn.Module):
         return (out * (1.0 + self.weight.float())).type_as(x)
 
 
+_DIRECT: dict[type, type] = {}
+
+
+def _call_forward_directly(module: nn.Module) -> None:
+    """Makes calling `module` call its forward straight away, without nn.Module.__call__'s hook machinery
+    (some 200 calls a decoded token, about 0.8 ms of a 16 ms step on one thread). For an inference model
+    that nothing hooks into (the fused-ops model: no FSDP, no forward hooks); a module with hooks keeps them."""
+    if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
+        return
+    cls = type(module)
+    if cls in _DIRECT.values():
+        return
+    if cls not in _DIRECT:
+        _DIRECT[cls] = type(cls.__name__, (cls,), {"__call__": cls.forward, "__module__": cls.__module__,
+                                                   "__qualname__": cls.__qualname__})
+    module.__class__ = _DIRECT[cls]
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """x @ weight.T. A single row of 16-bit floats is computed as two: BLAS gives one row a matrix-vector
     kernel whose rounding differs from the matrix-matrix kernel every larger batch gets (measured: rows of
@@ -293,6 +311,7 @@ class GemmaForCausalLM(nn.Module):
         for m in self.modules():
             if isinstance(m, (RMSNorm, Attention)):
                 m.fused = True
+            _call_forward_directly(m)
 
     def rows_independent(self) -> bool:
         """Whether each row of a pass gets the bits it gets alone, which exact speculative decoding needs: true

@@ -261,22 +261,22 @@ class Engine:
 
     # The worker.
     def _work(self) -> None:
-        torch.set_grad_enabled(False)
-        while self._wait_for_work():
-            try:
-                self._drop_cancelled()
-                self._admit()
-                if self._prefill_step():
+        with torch.no_grad():  # (run() lends the caller's thread: its grad mode is left as it was)
+            while self._wait_for_work():
+                try:
+                    self._drop_cancelled()
+                    self._admit()
+                    if self._prefill_step():
+                        self._start_ready()
+                        self._admit()  # candidates waiting for this prompt join its first decoding step
                     self._start_ready()
-                    self._admit()  # candidates waiting for this prompt join its first decoding step
-                self._start_ready()
-                self._decode_step()
-            except Exception:  # a bug of the engine itself: report it, keep serving
-                logger.exception("engine step failed")
-        self._drop_cancelled()
-        for seq in [s for s in self.owner if s is not None] + self.paused:
-            seq.job.cancel()
-            self._finish(seq, "cancelled")
+                    self._decode_step()
+                except Exception:  # a bug of the engine itself: report it, keep serving
+                    logger.exception("engine step failed")
+            self._drop_cancelled()
+            for seq in [s for s in self.owner if s is not None] + self.paused:
+                seq.job.cancel()
+                self._finish(seq, "cancelled")
 
     def _wait_for_work(self) -> bool:
         with self._lock:

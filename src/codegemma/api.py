@@ -195,25 +195,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def return_large_frees(threshold: int = 1 << 20) -> None:
-    """glibc: blocks of `threshold` bytes or more are mapped on their own and unmapped when freed.
-
-    By default glibc raises that threshold to the size of each large block freed (up to 32 MB), after which
-    prefill's activations come from the heap and stay there: measured on the default model, peak RSS
-    629 MiB with the default, 601 MiB with a fixed 1 MiB threshold (a decode step's blocks are smaller).
-    Nothing on other C libraries.
-    """
-    import ctypes
-    import os
-
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return
-        ctypes.CDLL(None).mallopt(-3, threshold)  # M_MMAP_THRESHOLD (which also stops its adjustment)
-    except (ValueError, OSError, AttributeError):
-        return
-
-
 def load(path: str | Path = "default", *, device: str | torch.device = "cpu",
          dtype: str | torch.dtype | None = None, keep_quantized: bool | None = None) -> CodeGemma:
     """Loads a Hugging Face folder, a .gguf file, or "default" (the embedded model).
@@ -229,8 +210,6 @@ def load(path: str | Path = "default", *, device: str | torch.device = "cpu",
     if keep_quantized and (not gguf or dev.type != "cpu"):
         raise ModelLoadError("keep_quantized applies to GGUF files on CPU (the kernels read the file's blocks)")
     quantized = gguf and dev.type == "cpu" and keep_quantized is not False
-    if quantized:
-        return_large_frees()
     dt = torch.bfloat16 if quantized and dtype is None else resolve_dtype(dtype, dev)
     try:
         if source.kind == "hf":

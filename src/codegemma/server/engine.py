@@ -71,9 +71,6 @@ class Job:
     prefilled: bool = False  # the prompt is in the cache (set by the engine; followers wait for it)
     ended: bool = False
 
-    def emit(self, kind: str, value: Any) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
-
     def cancel(self) -> None:
         self.cancelled.set()
 
@@ -200,6 +197,7 @@ class Engine:
         self.paused: list[Seq] = []  # swapped out for interactive requests
         self.snapshots = PromptCache(cache_ram) if prefix_cache and cache_ram > 0 else None
         self.stats = Stats()
+        self._outbox: dict[asyncio.AbstractEventLoop, list] = {}  # events of this step, by client event loop
         self.recent: collections.deque[list[int]] = collections.deque(maxlen=16)  # prompt ids, newest last
         self._thread = threading.Thread(target=self._work, name="codegemma-engine", daemon=True) if thread else None
         if self._thread is not None:
@@ -273,10 +271,12 @@ class Engine:
                     self._decode_step()
                 except Exception:  # a bug of the engine itself: report it, keep serving
                     logger.exception("engine step failed")
+                self._flush()
             self._drop_cancelled()
             for seq in [s for s in self.owner if s is not None] + self.paused:
                 seq.job.cancel()
                 self._finish(seq, "cancelled")
+            self._flush()
 
     def _wait_for_work(self) -> bool:
         with self._lock:
@@ -545,7 +545,7 @@ class Engine:
         if not reason and seq.job.time_limit_ms and generating_ms > seq.job.time_limit_ms and "\n" in text:
             reason = "length"
         if text:
-            seq.job.emit("text", text)
+            self._send(seq.job, "text", text)
         if reason:
             self._finish(seq, reason)
             return
@@ -574,13 +574,26 @@ class Engine:
                 self.owner[item.row] = None
                 self.rows[item.row] = []  # what the row holds is unknown now
             job.ended = True
-            job.emit("error", str(exc))
+            self._send(job, "error", str(exc))
             with self._lock:
                 self._live.discard(job)
 
+    def _send(self, job: Job, kind: str, value: Any) -> None:
+        """Queues an event for the job's client; _flush hands a step's events over in one wake-up per event
+        loop (not one per token of each sequence: with four sequences decoding, four wake-ups a step)."""
+        self._outbox.setdefault(job.loop, []).append((job.events, (kind, value)))
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for loop, events in outbox.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, events)
+            except RuntimeError:  # that client's event loop has closed: nobody is listening
+                pass
+
     def _emit_done(self, job: Job, summary: dict) -> None:
         job.ended = True
-        job.emit("done", summary)
+        self._send(job, "done", summary)
         with self._lock:
             self._live.discard(job)
 
@@ -590,6 +603,11 @@ class Engine:
         end = time.perf_counter()
         return {"finish_reason": reason, "prompt_tokens": len(job.prompt), "completion_tokens": n,
                 "cached_tokens": reuse, "seconds": end - started, "prompt_seconds": (first or end) - started}
+
+
+def _deliver(events: list[tuple[asyncio.Queue, tuple[str, Any]]]) -> None:
+    for queue, event in events:
+        queue.put_nowait(event)
 
 
 def _job(item: Job | Seq) -> Job:

@@ -26,6 +26,9 @@ def build(preset: str, dtype: torch.dtype, engine: str, device: str = "cpu"):
     config = get_preset(preset)
     torch.manual_seed(0)
     if engine == "codegemma":
+        from codegemma.api import large_blocks_from_the_heap
+
+        large_blocks_from_the_heap()  # as codegemma.load() does for a dense model on CPU
         with torch.device("meta"):
             model = GemmaForCausalLM(config)
         model = model.to(dtype).to_empty(device=device)  # never materialised in float32 first

@@ -195,6 +195,27 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def large_blocks_from_the_heap(threshold: int = 64 << 20) -> None:
+    """glibc: serve blocks below `threshold` bytes from the heap instead of mapping each on its own.
+
+    By default glibc maps every block over 128 KB afresh (so each prefill's multi-megabyte activations fault
+    in zeroed pages again) until frees have raised that threshold, which takes a few calls and depends on
+    the order of allocations. Measured on the CodeGemma-2B shape (bfloat16, 128-token prompt, 2 threads):
+    four prefills took 0.97, 1.16, 1.31, 0.94 s with the default and 0.94, 0.81, 0.82, 0.82 s with this;
+    transformers' took 0.85, 0.81, 0.99, 0.82 s (its allocation order raises the threshold sooner). Dense
+    models only: for the quantized kernels' small activations the default is as fast and uses less memory.
+    Nothing on other C libraries.
+    """
+    import ctypes
+    import os
+
+    try:
+        if os.confstr("CS_GNU_LIBC_VERSION"):
+            ctypes.CDLL(None).mallopt(-3, threshold)  # M_MMAP_THRESHOLD (which also stops its adjustment)
+    except (ValueError, OSError, AttributeError):
+        pass
+
+
 def load(path: str | Path = "default", *, device: str | torch.device = "cpu",
          dtype: str | torch.dtype | None = None, keep_quantized: bool | None = None) -> CodeGemma:
     """Loads a Hugging Face folder, a .gguf file, or "default" (the embedded model).
@@ -211,6 +232,8 @@ def load(path: str | Path = "default", *, device: str | torch.device = "cpu",
         raise ModelLoadError("keep_quantized applies to GGUF files on CPU (the kernels read the file's blocks)")
     quantized = gguf and dev.type == "cpu" and keep_quantized is not False
     dt = torch.bfloat16 if quantized and dtype is None else resolve_dtype(dtype, dev)
+    if dev.type == "cpu" and not quantized:
+        large_blocks_from_the_heap()
     try:
         if source.kind == "hf":
             model, tokenizer = load_hf_folder(source.path, device=dev, dtype=dt), load_tokenizer(source.path)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from codegemma.spm import Vocabulary
-from codegemma.tokenizer import Pieces
+from codegemma.tokenizer import Pieces, raw_piece_bytes
 
 
 def test_loading_the_default_model_imports_neither_dynamo_nor_the_gguf_package():
@@ -42,3 +42,30 @@ def test_pieces_read_like_a_list_of_bytes():
     for bad in (5, -1):
         with pytest.raises(IndexError):
             pieces[bad]
+
+
+def test_metadata_arrays_stay_compact_and_give_back_the_file_bytes(tmp_path):
+    """Strings stay in the mapping (bytes exactly as written, text with invalid UTF-8 escaped), numbers in an
+    array; the tokenizer's pieces come from those bytes."""
+    import gguf
+    import numpy as np
+
+    from codegemma.weights.gguf_file import GGUFFile, StringArray
+
+    path = tmp_path / "t.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    pieces = [b"a", b"\xff\xfe", "\u2581x".encode(), b"<0x41>"]
+    w.add_array("tokenizer.ggml.tokens", pieces)
+    w.add_array("tokenizer.ggml.scores", [0.5, -1.25, 2.0, 0.0])
+    w.add_tensor("t", np.zeros((2, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    meta = GGUFFile(path).metadata
+    tokens, scores = meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.scores"]
+    assert isinstance(tokens, StringArray) and [tokens.raw(i) for i in range(len(tokens))] == pieces
+    assert list(tokens) == ["a", "\udcff\udcfe", "\u2581x", "<0x41>"]
+    assert tokens[1].encode("utf-8", "surrogateescape") == b"\xff\xfe"
+    assert scores.typecode == "f" and list(scores) == [0.5, -1.25, 2.0, 0.0]
+    assert [raw_piece_bytes(p) for p in pieces] == [b"a", b"\xff\xfe", b" x", b"A"]

@@ -430,7 +430,9 @@ class GemmaForCausalLM(nn.Module):
     def _rope_table(self, key: tuple[float, float], dtype: torch.dtype, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         cached = self._rope.get((key, dtype))
         if cached is None or cached[0].shape[0] < n or cached[0].device != self.device:
-            size = max(1 << max(8, (n - 1).bit_length()), 2 * cached[0].shape[0] if cached is not None else 0)
+            # a fixed first size: a table's values depend on its length (the vectorized cos/sin's chunks and
+            # tails), so a size chosen by the first request would make results depend on history
+            size = max(n, 2 * cached[0].shape[0] if cached is not None else 4096)
             base, scale = key
             pos = torch.arange(size, device=self.device)[None]
             pos = pos if scale == 1.0 else pos.float() / scale

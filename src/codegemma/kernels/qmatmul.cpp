@@ -6,7 +6,7 @@
 // gives (ggml-quants.c's reference order: d * q, d * q + m, (d * sc) * q - (dmin * m)). Activations
 // are read as float32 (bfloat16 widens exactly) and accumulated in float32 with fused multiply-adds in
 // 16-lane vectors (one AVX-512 register or two AVX2 ones), four accumulators a row, blocks in file order
-// (Q5_0 and Q8_0 against bfloat16 activations: see row_dot_bf16). A row's result never depends on how many
+// (Q5_0 against bfloat16 activations: see row_dot_q5_0_bf16). A row's result never depends on how many
 // rows share the call: rows only share the decoded weights, never an accumulator.
 //
 // Built on first use by codegemma.kernels with -O3 -march=native (the cache is keyed by the CPU's
@@ -566,27 +566,31 @@ void rows_dot_buffered(const Buffered& fmt, const uint8_t* base, int64_t row_byt
 
 #if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define CODEGEMMA_BF16_DOT 1
-// Formats whose codes are small integers, exact in bfloat16, against bfloat16 activations (AVX512-BF16): a
-// block's 32 codes become bfloat16 exactly, one dot-product instruction a row adds their exact products with
-// the activations pairwise in float32, and the block's scale d multiplies that sum (d * q is exact in float32:
-// the same weights as the float32 path, summed in another order). Fewer instructions a weight and a row than
-// the float32 path, whose every row pays two multiply-adds per 32 weights.
-
-// Q5_0: q - 16 looked up from a 32-entry table by the 5-bit codes, in one instruction.
-struct Q5_0Bf16 {
-  static constexpr int bytes = 22;
-  const __m512i table = make_table();
-  static __m512i make_table() {
-    alignas(64) uint16_t t[32];
-    for (int i = 0; i < 32; ++i) {
-      const float f = float(i - 16);
-      uint32_t bits;
-      std::memcpy(&bits, &f, 4);
-      t[i] = uint16_t(bits >> 16);  // exact: small integers need no rounding
-    }
-    return _mm512_load_si512(t);
+// Q5_0 against bfloat16 activations (AVX512-BF16): a block's 32 weights q - 16 are small integers, exact in
+// bfloat16, looked up from a 32-entry table by their 5-bit codes in one instruction; one dot-product
+// instruction a row adds their exact products with the activations pairwise in float32, and d multiplies
+// the block's sum (d * (q - 16) is exact in float32: the same weights as the float32 path, summed in
+// another order). About half the instructions a weight of the float32 path.
+inline __m512i q5_codes_bf16_table() {
+  alignas(64) uint16_t t[32];
+  for (int i = 0; i < 32; ++i) {
+    const float f = float(i - 16);
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    t[i] = uint16_t(bits >> 16);  // exact: small integers need no rounding
   }
-  inline __m512bh weights(const uint8_t* b) const {
+  return _mm512_load_si512(t);
+}
+
+template <int N>
+void row_dot_q5_0_bf16(const uint8_t* row, const uint16_t* x, int64_t cols, float* out, int64_t out_stride) {
+  static const __m512i table = q5_codes_bf16_table();
+  __m512 acc[N][2];
+  for (int r = 0; r < N; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  const int64_t blocks = cols / 32;
+  auto one = [&](int64_t blk, int a) {
+    const uint8_t* b = row + blk * 22;
+    const __m512 d = _mm512_set1_ps(f16(b));
     uint32_t qh;
     std::memcpy(&qh, b + 2, 4);
     const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 6));
@@ -594,30 +598,7 @@ struct Q5_0Bf16 {
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(qs, 4), _mm_set1_epi8(15));
     __m512i codes = _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));  // value j in lane j
     codes = _mm512_mask_add_epi16(codes, __mmask32(qh), codes, _mm512_set1_epi16(16));  // the fifth bit
-    return (__m512bh)_mm512_permutexvar_epi16(codes, table);
-  }
-};
-
-// Q8_0: the int8 codes through float32 (exact) packed to bfloat16 (exact: |q| <= 128 needs 8 bits).
-struct Q8_0Bf16 {
-  static constexpr int bytes = 34;
-  inline __m512bh weights(const uint8_t* b) const {
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
-    const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q)));
-    const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1)));
-    return _mm512_cvtne2ps_pbh(hi, lo);  // lanes 0-15 from lo, 16-31 from hi
-  }
-};
-
-template <class K, int N>
-void row_dot_bf16(const K& k, const uint8_t* row, const uint16_t* x, int64_t cols, float* out, int64_t out_stride) {
-  __m512 acc[N][2];
-  for (int r = 0; r < N; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  const int64_t blocks = cols / 32;
-  auto one = [&](int64_t blk, int a) {
-    const uint8_t* b = row + blk * K::bytes;
-    const __m512 d = _mm512_set1_ps(f16(b));
-    const __m512bh w = k.weights(b);
+    const __m512bh w = (__m512bh)_mm512_permutexvar_epi16(codes, table);
 #pragma GCC unroll 4
     for (int r = 0; r < N; ++r) {
       const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + r * cols + blk * 32);
@@ -633,19 +614,17 @@ void row_dot_bf16(const K& k, const uint8_t* row, const uint16_t* x, int64_t col
   for (int r = 0; r < N; ++r) out[r * out_stride] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
 }
 
-template <class K>
-void rows_dot_bf16(const uint8_t* base, int64_t row_bytes, int64_t first, int64_t count, const uint16_t* x,
-                   int64_t n, int64_t cols, float* out, int64_t stride) {
-  const K k;
+void rows_dot_q5_0_bf16(const uint8_t* base, int64_t row_bytes, int64_t first, int64_t count, const uint16_t* x,
+                        int64_t n, int64_t cols, float* out, int64_t stride) {
   for (int64_t o = first; o < first + count; ++o) {
     const uint8_t* row = base + o * row_bytes;
     if (o + PREFETCH_ROWS < first + count) prefetch_row(row + PREFETCH_ROWS * row_bytes, row_bytes);
     int64_t r0 = 0;
-    for (; r0 + 4 <= n; r0 += 4) row_dot_bf16<K, 4>(k, row, x + r0 * cols, cols, out + r0 * stride + o, stride);
+    for (; r0 + 4 <= n; r0 += 4) row_dot_q5_0_bf16<4>(row, x + r0 * cols, cols, out + r0 * stride + o, stride);
     switch (n - r0) {
-      case 1: row_dot_bf16<K, 1>(k, row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      case 2: row_dot_bf16<K, 2>(k, row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      case 3: row_dot_bf16<K, 3>(k, row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
+      case 1: row_dot_q5_0_bf16<1>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
+      case 2: row_dot_q5_0_bf16<2>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
+      case 3: row_dot_q5_0_bf16<3>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
       default: break;
     }
   }
@@ -658,9 +637,7 @@ void dot_tile(int64_t type, const uint8_t* base, int64_t first, int64_t count, c
   const int64_t row_bytes = cols / fmt.values * fmt.bytes;
 #ifdef CODEGEMMA_BF16_DOT
   if (type == Q5_0 && x_bf16 != nullptr)
-    return rows_dot_bf16<Q5_0Bf16>(base, row_bytes, first, count, x_bf16, n, cols, out, stride);
-  if (type == Q8_0 && x_bf16 != nullptr)
-    return rows_dot_bf16<Q8_0Bf16>(base, row_bytes, first, count, x_bf16, n, cols, out, stride);
+    return rows_dot_q5_0_bf16(base, row_bytes, first, count, x_bf16, n, cols, out, stride);
 #else
   (void)x_bf16;
 #endif

@@ -20,7 +20,6 @@ FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = "<|fim_prefix|>", "<|fim_middle|>", "<|fim_
 FILE_SEPARATOR = "<|file_separator|>"
 START_OF_TURN, END_OF_TURN = "<start_of_turn>", "<end_of_turn>"
 NAMED_SPECIALS = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FILE_SEPARATOR, START_OF_TURN, END_OF_TURN)
-_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 SPACE = "\u2581"  # SentencePiece's visible space
 _RAW_BYTE_PIECE, _RAW_SPACE = re.compile(rb"<0x([0-9A-Fa-f]{2})>"), SPACE.encode()
 
@@ -146,8 +145,7 @@ def _complete_prefix_len(data: bytes) -> int:
 
 
 def piece_bytes(piece: str) -> bytes:
-    m = _BYTE_PIECE.fullmatch(piece)
-    return bytes([int(m.group(1), 16)]) if m else piece.replace(SPACE, " ").encode("utf-8")
+    return raw_piece_bytes(piece.encode("utf-8"))
 
 
 def raw_piece_bytes(piece: bytes) -> bytes:

@@ -56,7 +56,6 @@ _SCALARS = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4)
             7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8)}
 _NUMPY = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32,
           7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}
-_ARRAY = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 10: "Q", 11: "q", 12: "d"}  # array typecodes
 _DENSE = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16,
           GGMLQuantizationType.F64: np.float64, GGMLQuantizationType.I8: np.int8,
           GGMLQuantizationType.I16: np.int16, GGMLQuantizationType.I32: np.int32,
@@ -131,7 +130,7 @@ class GGUFFile:
         if item in _NUMPY:  # numbers in one piece, kept compact (262k scores as a list of floats: 8 MB)
             size = np.dtype(_NUMPY[item]).itemsize
             values = np.frombuffer(self._read(count * size), dtype=_NUMPY[item])
-            return array(_ARRAY[item], values.tobytes()) if item in _ARRAY else values.tolist()
+            return values.tolist() if item == 7 else array(values.dtype.char, values.tobytes())  # (no bool array)
         if item == 8:
             return self._strings(count)
         return [self._value(item) for _ in range(count)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import shutil
 import struct
 
@@ -12,6 +13,7 @@ import torch
 
 from codegemma import load
 from codegemma.api import ModelLoadError
+from codegemma.model import Rows
 from codegemma.weights.convert import gguf_to_hf, hf_to_gguf
 from codegemma.weights.gguf import GGUFError, dequantize, load_gguf, open_gguf
 from conftest import write_checkpoint
@@ -332,3 +334,65 @@ def test_fused_single_query_ops_match_a_float64_reference():
     xr = torch.randn(1, 3, 5, 64, generator=g)
     rotated = torch.cat((-xr[..., 32:], xr[..., :32]), dim=-1)
     assert (ops.rope(xr, cos, sin).double() - (xr.double() * cos + rotated.double() * sin)).abs().max() < 1e-5
+
+
+def _decoded_with_and_without_block_steps(cg, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Logits of plain decoding (forward, one token at a time, over a sliding window where the model has
+    one) and of a continuous batch (decode_rows: rows of two sequences at different slots), computed with
+    each block as one op (quantized.BlockStep) and with the separate ops."""
+    model = cg.model
+
+    def run() -> list[torch.Tensor]:
+        out = []
+        with torch.inference_mode():
+            model.setup_cache(1, len(ids) + 1)
+            out.append(model(torch.tensor([ids[:8]]), start=0)[:, -1])
+            out += [model(torch.tensor([[t]]), start=8 + i)[:, -1] for i, t in enumerate(ids[8:])]
+            model.clear_cache()
+            cache = model.make_cache(2, len(ids) + 2)
+            model(torch.tensor([ids[:20]]), cache=cache, row=0, last=0)
+            model(torch.tensor([ids[:9]]), cache=cache, row=1, last=0)
+            out.append(model.decode_rows([5, 6, 7], Rows((0, 1, 0), (20, 9, 21)), cache))
+        return out
+
+    steps = [block.step for block in model.model.layers]
+    assert all(steps)
+    fused = run()
+    try:
+        for block in model.model.layers:
+            block.step = None
+        separate = run()
+    finally:
+        for block, step in zip(model.model.layers, steps):
+            block.step = step
+    return list(zip(fused, separate))
+
+
+@pytest.mark.parametrize("kind,dtype", [("Q4_K_M", "bfloat16"), ("Q8_0", "float32"), ("Q5_K_M", "bfloat16")])
+def test_one_op_decoding_blocks_give_the_separate_ops_bits(quantized, kind, dtype):
+    from codegemma import kernels
+
+    if kernels.backend() != "cpp":
+        pytest.skip("the C++ kernels did not build here")
+    cg = load(quantized[kind], dtype=dtype)
+    ids = cg.tokenizer.encode("def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n" * 2)
+    for fused, separate in _decoded_with_and_without_block_steps(cg, ids):
+        assert torch.equal(fused, separate)
+
+
+def test_one_op_decoding_blocks_on_gemma3(default_model):
+    """The default model's blocks (Gemma 3: sandwich norms, q/k norms, sliding-window layers, two RoPE bases)."""
+    cg = default_model
+    if any(block.step is None for block in cg.model.model.layers):
+        pytest.skip("the C++ kernels did not build here")
+    config = cg.model.config
+    cg.model.config = dataclasses.replace(config, sliding_window=16)  # decoding crosses the window in a few tokens
+    try:
+        source = "import os\n\ndef walk(root):\n    for name in os.listdir(root):\n        yield name\n"
+        ids = cg.tokenizer.encode(source)
+        pairs = _decoded_with_and_without_block_steps(cg, ids)
+    finally:
+        cg.model.config = config
+    assert len(ids) > 24
+    for fused, separate in pairs:
+        assert torch.equal(fused, separate)

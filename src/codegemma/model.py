@@ -265,9 +265,14 @@ class Block(nn.Module):
         if self.sandwich:
             self.pre_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
             self.post_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
+        self.step = None  # this forward for single tokens as one kernel call (quantized.fuse_blocks)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | list,
                 start: int | Rows, cache: KVCache | None = None, row: int | None = None) -> torch.Tensor:
+        cache = self.self_attn.cache if cache is None else cache
+        if self.step is not None and x.shape[1] == 1 and cache is not None and not isinstance(mask, torch.Tensor) \
+                and not x.requires_grad:
+            return self.step(x, cos, sin, mask, start, cache, row)
         h = self.self_attn(self.input_layernorm(x), cos, sin, mask, start, cache, row)
         if not self.sandwich:  # Gemma 1: post_attention_layernorm is the MLP's input norm
             x = x + h

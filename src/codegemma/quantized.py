@@ -71,6 +71,65 @@ class GGUFEmbedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, {self.matrix.type_name}"
 
 
+class BlockStep:
+    """A model.Block's forward for single tokens (decoding, speculative verification, batched sequences) as
+    one kernel call, torch.ops.codegemma.decode_block: the same functions and roundings as the block's
+    separate fused ops, without their Python. For blocks whose seven projections read a GGUF file's
+    blocks; norm gains are taken when fused (the model is for inference)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        attn, mlp = block.self_attn, block.mlp
+        projections = [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+        self.weights = [p.matrix.raw for p in projections]
+        self.types = [p.matrix.type_id for p in projections]
+        self.rows = [p.matrix.rows for p in projections]
+        norms = ["input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                 "post_feedforward_layernorm", "self_attn.q_norm", "self_attn.k_norm"]
+        self.gains = [_gain(block.get_submodule(n)) if _has(block, n) else None for n in norms]
+        self.eps = block.input_layernorm.eps
+        self.shape = (attn.n_heads, attn.n_kv, attn.head_dim)
+        self.scale, self.softcap = attn.scale, attn.softcap or 0.0
+
+    @staticmethod
+    def applies(block: nn.Module) -> bool:
+        attn, mlp = block.self_attn, block.mlp
+        return all(isinstance(p, GGUFLinear) for p in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj,
+                                                        mlp.gate_proj, mlp.up_proj, mlp.down_proj))
+
+    def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask, start, cache, row: int | None):
+        """As Block.forward: x (B, 1, D); `start` a slot for every row (`row`: the one row) or a model.Rows;
+        mask the first key each token may see (an int, a list of them, None: all)."""
+        if isinstance(start, int):
+            rows, slots = ([row] if row is not None else list(range(x.shape[0]))), [start] * x.shape[0]
+            firsts = [mask or 0] * x.shape[0]
+        else:
+            rows, slots, firsts = list(start.rows), list(start.positions), [m or 0 for m in mask]
+        return torch.ops.codegemma.decode_block(x, self.weights, self.types, self.rows, self.gains, cache.k, cache.v,
+                                                rows, slots, firsts, cos, sin, *self.shape, self.eps, self.scale,
+                                                self.softcap)
+
+
+def fuse_blocks(model: nn.Module) -> int:
+    """Gives every block whose projections all read GGUF blocks its BlockStep (the compiled kernels must
+    have built: kernels.backend() == 'cpp'); returns how many."""
+    blocks = [b for b in model.model.layers if BlockStep.applies(b)]
+    for block in blocks:
+        block.step = BlockStep(block)
+    return len(blocks)
+
+
+def _has(module: nn.Module, name: str) -> bool:
+    try:
+        module.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _gain(norm: nn.Module) -> torch.Tensor:
+    return (1.0 + norm.weight.detach().float()).contiguous()
+
+
 def _dense_rows(matrix: GGUFMatrix, ids: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
     """Rows `ids` (all if None) in `dtype`: dequantized straight into float32 or bfloat16, else converted."""
     if dtype in (torch.float32, torch.bfloat16):

@@ -900,6 +900,71 @@ std::vector<at::Tensor> qgemv(const at::Tensor& x_in, at::TensorList weights, at
   return outs;
 }
 
+// One decoder block for single tokens (decoding), the whole of model.Block's forward in one op: a step's
+// hundreds of small PyTorch operations and their Python cost become 18 calls. The arithmetic is the
+// unfused path's, op for op (the same functions, the same roundings to x's dtype between them), so a
+// token's result is the one the separate ops give.
+//
+// x (N, D): token i belongs to cache row rows[i] at slot slots[i] and attends slots [firsts[i], slots[i]].
+// weights: q, k, v, o, gate, up, down (GGML blocks). gains (float32, 1 + w): input, post-attention,
+// pre- and post-feedforward (Gemma 2/3's sandwich norms; absent for Gemma 1), q and k norms (absent
+// where the model has none). cos/sin (N, 1, 1, hd): each token's RoPE rows.
+at::Tensor decode_block(const at::Tensor& x_in, at::TensorList w, at::IntArrayRef types, at::IntArrayRef wrows,
+                        const c10::List<c10::optional<at::Tensor>>& gains, const at::Tensor& k_cache,
+                        const at::Tensor& v_cache, at::IntArrayRef rows, at::IntArrayRef slots,
+                        at::IntArrayRef firsts, const at::Tensor& cos, const at::Tensor& sin, int64_t n_heads,
+                        int64_t n_kv, int64_t head_dim, double eps, double scale, double softcap) {
+  TORCH_CHECK(w.size() == 7 && types.size() == 7 && wrows.size() == 7 && gains.size() == 6,
+              "decode_block: seven weights (q, k, v, o, gate, up, down) and six gains");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.sizes() == v_cache.sizes() &&
+              k_cache.scalar_type() == x_in.scalar_type() && v_cache.scalar_type() == x_in.scalar_type(),
+              "decode_block: contiguous caches in x's dtype");
+  const int64_t D = x_in.size(-1), N = x_in.numel() / D;
+  TORCH_CHECK(int64_t(rows.size()) == N && int64_t(slots.size()) == N && int64_t(firsts.size()) == N,
+              "decode_block: one row, slot and first key a token");
+  TORCH_CHECK(k_cache.dim() == 4 && k_cache.size(1) == n_kv && k_cache.size(3) == head_dim, "decode_block: cache shape");
+  for (int64_t i = 0; i < N; ++i)
+    TORCH_CHECK(0 <= rows[i] && rows[i] < k_cache.size(0) && 0 <= slots[i] && slots[i] < k_cache.size(2),
+                "KV cache holds ", k_cache.size(2), " tokens; slot ", slots[i], " requested");
+  auto gain = [&](int i) { return gains.get(i); };
+  const bool sandwich = gain(2).has_value();
+  const at::Tensor x = x_in.reshape({N, D});
+
+  const at::Tensor h = rms_norm(x, *gain(0), eps);
+  std::vector<at::Tensor> qkv = qgemv(h, w.slice(0, 3), types.slice(0, 3), wrows.slice(0, 3), false);
+  at::Tensor q = qkv[0].view({N, 1, n_heads, head_dim}), k = qkv[1].view({N, 1, n_kv, head_dim});
+  if (gain(4).has_value()) {
+    q = rms_norm(q, *gain(4), eps);
+    k = rms_norm(k, *gain(5), eps);
+  }
+  q = rope(q.transpose(1, 2), cos, sin);  // (N, H, 1, hd)
+  k = rope(k.transpose(1, 2), cos, sin).contiguous();  // (N, n_kv, 1, hd)
+  const at::Tensor v = qkv[2].contiguous();  // (N, n_kv * hd)
+  const int64_t item = k_cache.element_size(), span = head_dim * item;
+  const int64_t kv_stride = k_cache.stride(1) * item, row_stride = k_cache.stride(0) * item;
+  uint8_t* kc = static_cast<uint8_t*>(k_cache.data_ptr());
+  uint8_t* vc = static_cast<uint8_t*>(v_cache.data_ptr());
+  std::vector<int64_t> lengths(N);
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t at = rows[i] * row_stride + slots[i] * span;
+    for (int64_t g = 0; g < n_kv; ++g) {
+      std::memcpy(kc + at + g * kv_stride, static_cast<const uint8_t*>(k.data_ptr()) + (i * n_kv + g) * span, span);
+      std::memcpy(vc + at + g * kv_stride, static_cast<const uint8_t*>(v.data_ptr()) + (i * n_kv + g) * span, span);
+    }
+    lengths[i] = slots[i] + 1;
+  }
+  const at::Tensor y = attend_rows(q, k_cache, v_cache, rows, lengths, firsts, scale, softcap);
+  const at::Tensor o = qgemv(y.reshape({N, n_heads * head_dim}), w.slice(3, 1), types.slice(3, 1),
+                             wrows.slice(3, 1), false)[0];
+  at::Tensor out = sandwich ? x + rms_norm(o, *gain(1), eps) : x + o;
+  const at::Tensor h2 = rms_norm(out, *gain(sandwich ? 2 : 1), eps);
+  std::vector<at::Tensor> gate_up = qgemv(h2, w.slice(4, 2), types.slice(4, 2), wrows.slice(4, 2), false);
+  const at::Tensor act = at::gelu(gate_up[0], "tanh") * gate_up[1];
+  const at::Tensor down = qgemv(act, w.slice(6, 1), types.slice(6, 1), wrows.slice(6, 1), false)[0];
+  out = sandwich ? out + rms_norm(down, *gain(3), eps) : out + down;
+  return out.view(x_in.sizes());
+}
+
 template <class Fmt>
 void decode_row_vec(const uint8_t* row, int64_t cols, float* y) {
   for (int64_t blk = 0; blk < cols / Fmt::values; ++blk) {
@@ -981,6 +1046,9 @@ TORCH_LIBRARY(codegemma, m) {
   m.def("attend1(Tensor q, Tensor k, Tensor v, float scale, int first, float softcap) -> Tensor");
   m.def("attend_rows(Tensor q, Tensor k, Tensor v, int[] rows, int[] lengths, int[] firsts, float scale, "
         "float softcap) -> Tensor");
+  m.def("decode_block(Tensor x, Tensor[] weights, int[] types, int[] rows, Tensor?[] gains, Tensor(a!) k_cache, "
+        "Tensor(b!) v_cache, int[] cache_rows, int[] slots, int[] firsts, Tensor cos, Tensor sin, int n_heads, "
+        "int n_kv, int head_dim, float eps, float scale, float softcap) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(codegemma, CPU, m) {
@@ -990,5 +1058,6 @@ TORCH_LIBRARY_IMPL(codegemma, CPU, m) {
   m.impl("rope", rope);
   m.impl("attend1", attend1);
   m.impl("attend_rows", attend_rows);
+  m.impl("decode_block", decode_block);
 }
 

@@ -273,7 +273,10 @@ def load_gguf(path: str | Path, *, device: str | torch.device = "cpu", dtype: to
         from ..kernels import backend
 
         if backend() == "cpp":
+            from ..quantized import fuse_blocks
+
             model.use_fused_ops()
+            fuse_blocks(model)
     return model.eval(), tokenizer
 
 

@@ -118,3 +118,19 @@ def test_embedding_scale_is_cast_to_activation_dtype():
         embedded = model.model.embed_tokens(ids)
     assert torch.equal(seen[0], embedded * torch.tensor(55.5, dtype=torch.bfloat16))
     assert not torch.equal(seen[0], (embedded.float() * cfg.hidden_size ** 0.5).to(torch.bfloat16))
+
+
+def test_rope_tables_hold_what_is_used_and_never_depend_on_history():
+    """A table grown by requests of 3, 300 and 1000 positions equals one made for 1000 at once, bit for bit,
+    and holds whole chunks up to the longest request only."""
+    from codegemma.model import ROPE_CHUNK, GemmaForCausalLM
+
+    config = GemmaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=256)
+    grown, once = GemmaForCausalLM(config), GemmaForCausalLM(config)
+    key = grown._rope_key(0)
+    for n in (3, 300, 1000):
+        cos, sin = grown._rope_table(key, torch.bfloat16, n)
+    want_cos, want_sin = once._rope_table(key, torch.bfloat16, 1000)
+    assert torch.equal(cos[:1000], want_cos[:1000]) and torch.equal(sin[:1000], want_sin[:1000])
+    assert cos.shape[0] == want_cos.shape[0] == -(-1000 // ROPE_CHUNK) * ROPE_CHUNK

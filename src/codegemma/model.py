@@ -96,6 +96,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+ROPE_CHUNK = 256  # positions of a RoPE table computed together (GemmaForCausalLM._rope_table)
+
+
 class KVCache(nn.Module):
     """Keys and values of one layer: k, v of shape (B, n_kv, max_len, hd); slot s holds the s-th token fed.
 
@@ -433,16 +436,23 @@ class GemmaForCausalLM(nn.Module):
         return tables
 
     def _rope_table(self, key: tuple[float, float], dtype: torch.dtype, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin rows for positions 0..n-1 (at least), grown ROPE_CHUNK positions at a time. Each chunk is
+        computed alone, by the same vectorized code whatever the table's length (a table computed in one
+        piece has values that depend on its length, through the cos/sin kernels' tails and thread splits),
+        so a position's values never depend on how far earlier requests grew it; and the table holds only
+        the positions in use (4096 positions of a 256-wide head in bfloat16 are 4 MB a RoPE base)."""
         cached = self._rope.get((key, dtype))
-        if cached is None or cached[0].shape[0] < n or cached[0].device != self.device:
-            # a fixed first size: a table's values depend on its length (the vectorized cos/sin's chunks and
-            # tails), so a size chosen by the first request would make results depend on history
-            size = max(n, 2 * cached[0].shape[0] if cached is not None else 4096)
-            base, scale = key
-            pos = torch.arange(size, device=self.device)[None]
+        have = 0 if cached is None or cached[0].device != self.device else cached[0].shape[0]
+        if have >= n:
+            return cached
+        base, scale = key
+        parts = [] if have == 0 else [cached]
+        for first in range(have, n, ROPE_CHUNK):
+            pos = torch.arange(first, first + ROPE_CHUNK, device=self.device)[None]
             pos = pos if scale == 1.0 else pos.float() / scale
-            cos, sin = rope_cos_sin(pos, self.config.head_dim, base, dtype)  # (1, 1, size, hd)
-            cached = self._rope[(key, dtype)] = (cos[0, 0], sin[0, 0])
+            cos, sin = rope_cos_sin(pos, self.config.head_dim, base, dtype)  # (1, 1, ROPE_CHUNK, hd)
+            parts.append((cos[0, 0], sin[0, 0]))
+        cached = self._rope[(key, dtype)] = (torch.cat([c for c, _ in parts]), torch.cat([s for _, s in parts]))
         return cached
 
     def output(self, x: torch.Tensor) -> torch.Tensor:

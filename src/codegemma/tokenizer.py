@@ -41,23 +41,22 @@ class Pieces(Sequence[bytes]):
     vocabulary) costs about 12 MB, this about 3."""
 
     def __init__(self, pieces: Iterable[bytes]) -> None:
-        parts = list(pieces)
-        self._blob = b"".join(parts)
-        self._starts = array("I", [0])
-        total = 0
-        for part in parts:
-            total += len(part)
-            self._starts.append(total)
+        blob = bytearray()
+        self.starts = array("I", [0])
+        for part in pieces:  # (never a list of them all at once)
+            blob += part
+            self.starts.append(len(blob))
+        self.blob = bytes(blob)  # piece i is blob[starts[i]:starts[i + 1]]
 
     def __len__(self) -> int:
-        return len(self._starts) - 1
+        return len(self.starts) - 1
 
     def __getitem__(self, i):  # an id (negative ids are not ids), or a slice
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        if not 0 <= i < len(self._starts) - 1:
+        if not 0 <= i < len(self.starts) - 1:
             raise IndexError(f"token id {i} is outside the vocabulary")
-        return self._blob[self._starts[i]:self._starts[i + 1]]
+        return self.blob[self.starts[i]:self.starts[i + 1]]
 
 
 class Tokenizer:

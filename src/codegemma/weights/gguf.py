@@ -21,7 +21,7 @@ import torch
 from ..config import FULL, SLIDING, GemmaConfig
 from ..model import GemmaForCausalLM
 from ..spm import CONTROL, UNKNOWN, SpmEncoder
-from ..tokenizer import NAMED_SPECIALS, Tokenizer, raw_piece_bytes
+from ..tokenizer import NAMED_SPECIALS, Pieces, Tokenizer, raw_piece_bytes
 from .gguf_file import GGUFFile, GGUFFormatError, StringArray
 from .hf import CheckpointError, fill_from
 from .quants import dequantize_blocks
@@ -226,8 +226,8 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
         raise GGUFError(f"{source}: metadata key {exc.args[0]} is missing") from exc
     if not (len(tokens) == len(scores) == len(types)):
         raise GGUFError(f"{source}: tokenizer arrays differ in length")
-    raw = [tokens.raw(i) for i in range(len(tokens))] if isinstance(tokens, StringArray) else \
-        [t.encode("utf-8", "surrogateescape") for t in tokens]  # the file's bytes of each piece
+    raw = Pieces(tokens.raw(i) for i in range(len(tokens))) if isinstance(tokens, StringArray) else \
+        Pieces(t.encode("utf-8", "surrogateescape") for t in tokens)  # the file's bytes of each piece
     space_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", False))
     encoder = SpmEncoder(raw, scores, types, add_space_prefix=space_prefix)
     named = {name.encode() for name in NAMED_SPECIALS}

@@ -136,31 +136,34 @@ class GGUFFile:
         return [self._value(item) for _ in range(count)]
 
     def _strings(self, count: int) -> StringArray:
-        starts, ends = array("Q"), array("Q")
+        starts = array("Q")
         for _ in range(count):
             n = self._scalar(10)
             if self._pos + n > len(self._buf):
                 raise GGUFFormatError("the file ends inside its header")
             starts.append(self._pos)
-            ends.append(self._pos + n)
             self._pos += n
-        return StringArray(self._buf, starts, ends)
+        starts.append(self._pos + 8)  # as if one more string followed: string i ends 8 bytes before i + 1 starts
+        return StringArray(self._buf, starts)
 
 
 class StringArray(Sequence[str]):
     """An array of strings left where it is in the file's mapping (a vocabulary of 262k pieces as str objects
     is about 20 MB, and their heap fragments stay after they are freed): `raw(i)` gives the bytes, `[i]` the
     text (invalid UTF-8 decoded with surrogateescape, so `.encode("utf-8", "surrogateescape")` gives the
-    bytes back)."""
+    bytes back). The strings lie one after the other, each after its 8-byte length: one offset a string."""
 
-    def __init__(self, buf: memoryview, starts: array, ends: array) -> None:
-        self._buf, self._starts, self._ends = buf, starts, ends
+    def __init__(self, buf: memoryview, starts: array) -> None:
+        self._buf, self._starts = buf, starts
 
     def __len__(self) -> int:
-        return len(self._starts)
+        return len(self._starts) - 1
 
     def raw(self, i: int) -> bytes:
-        return bytes(self._buf[self._starts[i]:self._ends[i]])
+        if not -len(self) <= i < len(self):
+            raise IndexError("string index out of range")
+        i %= len(self)
+        return bytes(self._buf[self._starts[i]:self._starts[i + 1] - 8])
 
     def __getitem__(self, i):
         if isinstance(i, slice):

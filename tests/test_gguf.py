@@ -79,7 +79,7 @@ def test_kernels_use_exactly_the_gguf_weights(quantized, backend, monkeypatch):
     from gguf.quants import dequantize as reference
 
     from codegemma import kernels
-    from codegemma.kernels import GGUFMatrix, dequant_rows, qgemv
+    from codegemma.kernels import GGUFMatrix, dequant_matrix, dequant_rows, qgemv
 
     if backend == "cpp" and kernels.backend() != "cpp":
         pytest.skip("the C++ kernels did not build here (no compiler?)")
@@ -97,6 +97,7 @@ def test_kernels_use_exactly_the_gguf_weights(quantized, backend, monkeypatch):
             assert torch.equal(dequant_rows(m), exact), f"{path.name} {t.name}"
             ids = torch.tensor([rows - 1, 0, 3])
             assert torch.equal(dequant_rows(m, ids, torch.bfloat16), exact[ids].bfloat16())
+            assert torch.equal(dequant_matrix(m, torch.bfloat16), exact.bfloat16())  # (the reused buffer)
             for dtype in (torch.float32, torch.bfloat16):
                 x = torch.randn(6, cols).to(dtype)
                 got = qgemv(x, [m], f32_out=True)[0]

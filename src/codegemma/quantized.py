@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import GGUFMatrix, dequant_rows, qgemv
+from .kernels import GGUFMatrix, dequant_matrix, dequant_rows, qgemv
 
 KERNEL_ROWS = 16  # beyond this many rows a dequantized GEMM is faster than the matrix-vector kernel
 
@@ -40,7 +40,7 @@ class GGUFLinear(nn.Module):
             raise RuntimeError("GGUF quantized weights are for inference; load with keep_quantized=False to train")
         if _kernel_rows(x):
             return qgemv(x, [self.matrix])[0]
-        return F.linear(x, _dense_rows(self.matrix, None, x.dtype))
+        return F.linear(x, dequant_matrix(self.matrix, x.dtype))
 
     @staticmethod
     def fused(x: torch.Tensor, layers) -> list[torch.Tensor] | None:
@@ -132,9 +132,7 @@ def _gain(norm: nn.Module) -> torch.Tensor:
 
 def _dense_rows(matrix: GGUFMatrix, ids: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
     """Rows `ids` (all if None) in `dtype`: dequantized straight into float32 or bfloat16, else converted."""
-    if dtype in (torch.float32, torch.bfloat16):
-        return dequant_rows(matrix, ids, dtype)
-    return dequant_rows(matrix, ids).to(dtype)
+    return dequant_rows(matrix, ids, dtype if dtype == torch.bfloat16 else torch.float32).to(dtype)
 
 
 def summary(model: nn.Module) -> dict:

@@ -109,6 +109,25 @@ def dequant_rows(w: GGUFMatrix, ids: torch.Tensor | None = None, dtype: torch.dt
         torch.empty(0, w.cols, dtype=dtype)
 
 
+_scratch = threading.local()
+
+
+def dequant_matrix(w: GGUFMatrix, dtype: torch.dtype) -> torch.Tensor:
+    """All of W in float32 or bfloat16, for a GEMM that uses it at once. With the compiled op the values go to
+    a buffer of this thread's, reused by every call (grown to the largest matrix): valid until this thread's
+    next call. A prompt's projections otherwise allocate and free a matrix each, of a dozen sizes, which
+    scatters the heap (tens of MB of peak memory on a 512-token prefill of the default model)."""
+    if backend() != "cpp" or dtype not in (torch.float32, torch.bfloat16):
+        return dequant_rows(w, None, dtype if dtype == torch.bfloat16 else torch.float32).to(dtype)
+    buffers = _scratch.__dict__.setdefault("buffers", {})
+    buf = buffers.get(dtype)
+    if buf is None or buf.numel() < w.rows * w.cols:
+        with torch.inference_mode(False):  # a normal tensor: written in place in and out of inference mode
+            buf = buffers[dtype] = torch.empty(w.rows * w.cols, dtype=dtype)
+    torch.ops.codegemma.dequant_into(w.raw, w.type_id, w.rows, w.cols, buf)
+    return buf[:w.rows * w.cols].view(w.rows, w.cols)
+
+
 # ---- the PyTorch fallback ---------------------------------------------------------------------------------
 
 def _rows_torch(w: GGUFMatrix, rows: torch.Tensor) -> torch.Tensor:

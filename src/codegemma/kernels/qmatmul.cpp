@@ -1006,23 +1006,13 @@ void store_bf16(const float* y, int64_t n, uint16_t* out) {
   }
 }
 
-// Rows `ids` (or all rows when ids is None) of a (rows, cols) matrix of ggml type `type`, dequantized
-// to float32 (or bfloat16: the float32 value rounded once).
-at::Tensor dequant_rows(const at::Tensor& w, int64_t type, int64_t rows, int64_t cols,
-                        const c10::optional<at::Tensor>& ids_in, bool bf16_out) {
-  check_weight(w, type, rows, cols);
+// Rows idp[i] (row i where idp is null) for i < n of a matrix of ggml type `type`, dequantized into the first
+// n * cols values of out: float32, or bfloat16 (the float32 value rounded once).
+void dequant_to(const at::Tensor& w, int64_t type, int64_t cols, const int64_t* idp, int64_t n, const at::Tensor& out) {
   const Format fmt = format_of(type);
   const Decoder dec = decoder_of(type);
   const int64_t row_bytes = cols / fmt.values * fmt.bytes;
-  at::Tensor ids;
-  if (ids_in.has_value()) {
-    ids = ids_in->to(at::kLong).contiguous().reshape({-1});
-    TORCH_CHECK(ids.numel() == 0 || (ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < rows),
-                "row ids out of range");
-  }
-  const int64_t n = ids.defined() ? ids.numel() : rows;
-  const int64_t* idp = ids.defined() ? ids.data_ptr<int64_t>() : nullptr;
-  at::Tensor out = at::empty({n, cols}, at::TensorOptions().dtype(bf16_out ? at::kBFloat16 : at::kFloat));
+  const bool bf16_out = out.scalar_type() == at::kBFloat16;
   const uint8_t* base = w.data_ptr<uint8_t>();
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     std::vector<float> tmp(bf16_out ? cols : 0);
@@ -1033,7 +1023,34 @@ at::Tensor dequant_rows(const at::Tensor& w, int64_t type, int64_t rows, int64_t
       if (bf16_out) store_bf16(y, cols, reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>() + i * cols));
     }
   });
+}
+
+// Rows `ids` (or all rows when ids is None) of a (rows, cols) matrix of ggml type `type`, dequantized
+// to float32 (or bfloat16: the float32 value rounded once).
+at::Tensor dequant_rows(const at::Tensor& w, int64_t type, int64_t rows, int64_t cols,
+                        const c10::optional<at::Tensor>& ids_in, bool bf16_out) {
+  check_weight(w, type, rows, cols);
+  at::Tensor ids;
+  if (ids_in.has_value()) {
+    ids = ids_in->to(at::kLong).contiguous().reshape({-1});
+    TORCH_CHECK(ids.numel() == 0 || (ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < rows),
+                "row ids out of range");
+  }
+  const int64_t n = ids.defined() ? ids.numel() : rows;
+  at::Tensor out = at::empty({n, cols}, at::TensorOptions().dtype(bf16_out ? at::kBFloat16 : at::kFloat));
+  dequant_to(w, type, cols, ids.defined() ? ids.data_ptr<int64_t>() : nullptr, n, out);
   return out;
+}
+
+// The whole (rows, cols) matrix dequantized into the first rows * cols values of `out` (float32 or bfloat16,
+// contiguous): a buffer the caller reuses for every projection of a prompt, where a new matrix-sized
+// allocation each time scatters the heap (the peak memory of a long prefill).
+void dequant_into(const at::Tensor& w, int64_t type, int64_t rows, int64_t cols, const at::Tensor& out) {
+  check_weight(w, type, rows, cols);
+  TORCH_CHECK(out.is_contiguous() && out.numel() >= rows * cols &&
+              (out.scalar_type() == at::kFloat || out.scalar_type() == at::kBFloat16),
+              "dequant_into: a contiguous float32 or bfloat16 buffer of at least ", rows * cols, " values");
+  dequant_to(w, type, cols, nullptr, rows, out);
 }
 
 }  // namespace
@@ -1041,6 +1058,7 @@ at::Tensor dequant_rows(const at::Tensor& w, int64_t type, int64_t rows, int64_t
 TORCH_LIBRARY(codegemma, m) {
   m.def("qgemv(Tensor x, Tensor[] weights, int[] types, int[] rows, bool f32_out) -> Tensor[]");
   m.def("dequant_rows(Tensor w, int type, int rows, int cols, Tensor? ids, bool bf16_out) -> Tensor");
+  m.def("dequant_into(Tensor w, int type, int rows, int cols, Tensor(a!) out) -> ()");
   m.def("rms_norm(Tensor x, Tensor gain, float eps) -> Tensor");
   m.def("rope(Tensor x, Tensor cos, Tensor sin) -> Tensor");
   m.def("attend1(Tensor q, Tensor k, Tensor v, float scale, int first, float softcap) -> Tensor");
@@ -1054,6 +1072,7 @@ TORCH_LIBRARY(codegemma, m) {
 TORCH_LIBRARY_IMPL(codegemma, CPU, m) {
   m.impl("qgemv", qgemv);
   m.impl("dequant_rows", dequant_rows);
+  m.impl("dequant_into", dequant_into);
   m.impl("rms_norm", rms_norm);
   m.impl("rope", rope);
   m.impl("attend1", attend1);

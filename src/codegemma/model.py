@@ -251,7 +251,11 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = project(x, self.gate_proj, self.up_proj)
-        return self.down_proj(F.gelu(gate, approximate="tanh") * up)
+        if torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad):
+            return self.down_proj(F.gelu(gate, approximate="tanh") * up)
+        # in place where nothing needs the inputs again: the same kernels and bits, two (T, intermediate)
+        # temporaries fewer at a long prefill's peak
+        return self.down_proj(torch._C._nn.gelu_(gate, approximate="tanh").mul_(up))
 
 
 class Block(nn.Module):

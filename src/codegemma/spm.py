@@ -104,7 +104,7 @@ class Vocabulary:
 
     def __init__(self, pieces: Sequence[bytes]) -> None:
         self.pieces = pieces if isinstance(pieces, Pieces) else Pieces(pieces)
-        size = 1 << (2 * len(self.pieces)).bit_length()  # at most half full
+        size = 1 << max(2 * len(self.pieces) - 1, 1).bit_length()  # at most half full
         self.mask = mask = size - 1
         self.table = table = array("i", [-1]) * size
         for i, piece in enumerate(self.pieces):

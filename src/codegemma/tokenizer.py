@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import re
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from .errors import CodeGemmaError
@@ -50,6 +51,10 @@ class Pieces(Sequence[bytes]):
 
     def __len__(self) -> int:
         return len(self.starts) - 1
+
+    def __iter__(self) -> Iterator[bytes]:
+        blob, starts = self.blob, self.starts
+        return (blob[a:b] for a, b in zip(starts, islice(starts, 1, None)))
 
     def __getitem__(self, i):  # an id (negative ids are not ids), or a slice
         if isinstance(i, slice):

@@ -226,7 +226,7 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
         raise GGUFError(f"{source}: metadata key {exc.args[0]} is missing") from exc
     if not (len(tokens) == len(scores) == len(types)):
         raise GGUFError(f"{source}: tokenizer arrays differ in length")
-    raw = Pieces(tokens.raw(i) for i in range(len(tokens))) if isinstance(tokens, StringArray) else \
+    raw = Pieces(tokens.raws()) if isinstance(tokens, StringArray) else \
         Pieces(t.encode("utf-8", "surrogateescape") for t in tokens)  # the file's bytes of each piece
     space_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", False))
     encoder = SpmEncoder(raw, scores, types, add_space_prefix=space_prefix)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import mmap
 import struct
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,11 @@ class StringArray(Sequence[str]):
             raise IndexError("string index out of range")
         i %= len(self)
         return bytes(self._buf[self._starts[i]:self._starts[i + 1] - 8])
+
+    def raws(self) -> Iterator[bytes]:
+        """Every string's bytes, in order."""
+        buf, starts = self._buf, self._starts
+        return (bytes(buf[a:b - 8]) for a, b in zip(starts, islice(starts, 1, None)))
 
     def __getitem__(self, i):
         if isinstance(i, slice):

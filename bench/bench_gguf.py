@@ -165,6 +165,7 @@ def main() -> None:
     p.add_argument("--dtype", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dense", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--workload-tasks", type=int, default=8, help="tasks per speculation workload (0: none)")
+    p.add_argument("--no-dense", action="store_true", help="skip the --dense row (a 7B shape dense is 17 GB)")
     args = p.parse_args()
     if args.one:
         result = (run_llama(args) if args.one == "llama.cpp" else run_speculation(args) if args.one == "speculation"
@@ -174,7 +175,7 @@ def main() -> None:
         return
     runs = [("llama.cpp", []), ("codegemma (default: the file's blocks, bfloat16 activations)", []),
             ("codegemma, the file's blocks, float32 activations", ["--dtype", "float32"]),
-            ("codegemma --dense bfloat16", ["--dtype", "bfloat16", "--dense"])]
+            ("codegemma --dense bfloat16", ["--dtype", "bfloat16", "--dense"])][:3 if args.no_dense else 4]
     rows = []
     for name, extra in runs:
         cmd = [sys.executable, __file__, "--one", name, "--model", args.model, "--prompt", str(args.prompt),

@@ -49,26 +49,30 @@ def build(preset: str) -> Path:
     w = gguf.GGUFWriter(str(f16), c.model_type)
     _write_metadata(w, c, *vocabulary(c.vocab_size))
 
-    def add(name: str, shape: tuple[int, ...], norm: bool = False) -> None:
-        data = rng.standard_normal(shape, dtype=np.float32) * 0.02
-        w.add_tensor(name, (data + 1.0) if norm else data.astype(np.float16))
-
     d, f, hd = c.hidden_size, c.intermediate_size, c.head_dim
-    add("token_embd.weight", (c.vocab_size, d))
+    shapes = {"token_embd.weight": (c.vocab_size, d)}
     for i in range(c.num_hidden_layers):
-        add(f"blk.{i}.attn_norm.weight", (d,), norm=True)
-        add(f"blk.{i}.attn_q.weight", (c.num_attention_heads * hd, d))
-        add(f"blk.{i}.attn_k.weight", (c.num_key_value_heads * hd, d))
-        add(f"blk.{i}.attn_v.weight", (c.num_key_value_heads * hd, d))
-        add(f"blk.{i}.attn_output.weight", (d, c.num_attention_heads * hd))
-        add(f"blk.{i}.ffn_norm.weight", (d,), norm=True)
-        add(f"blk.{i}.ffn_gate.weight", (f, d))
-        add(f"blk.{i}.ffn_up.weight", (f, d))
-        add(f"blk.{i}.ffn_down.weight", (d, f))
-    add("output_norm.weight", (d,), norm=True)
+        shapes.update({f"blk.{i}.attn_norm.weight": (d,), f"blk.{i}.attn_q.weight": (c.num_attention_heads * hd, d),
+                       f"blk.{i}.attn_k.weight": (c.num_key_value_heads * hd, d),
+                       f"blk.{i}.attn_v.weight": (c.num_key_value_heads * hd, d),
+                       f"blk.{i}.attn_output.weight": (d, c.num_attention_heads * hd),
+                       f"blk.{i}.ffn_norm.weight": (d,), f"blk.{i}.ffn_gate.weight": (f, d),
+                       f"blk.{i}.ffn_up.weight": (f, d), f"blk.{i}.ffn_down.weight": (d, f)})
+    shapes["output_norm.weight"] = (d,)
+
+    def dtype(shape: tuple[int, ...]) -> np.dtype:  # norms (1 + N(0, 0.02)) in float32, matrices in float16
+        return np.dtype(np.float32 if len(shape) == 1 else np.float16)
+
+    # tensors written one at a time (a 7B model held whole in float16 would be 17 GB of memory)
+    for name, shape in shapes.items():
+        w.add_tensor_info(name, shape, dtype(shape), int(np.prod(shape)) * dtype(shape).itemsize)
     w.write_header_to_file()
     w.write_kv_data_to_file()
-    w.write_tensors_to_file()
+    w.write_ti_data_to_file()
+    for name, shape in shapes.items():
+        data = rng.standard_normal(shape, dtype=np.float32) * 0.02
+        w.write_tensor_data((data + 1.0) if len(shape) == 1 else data.astype(np.float16))
+        del data
     w.close()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M

@@ -110,7 +110,8 @@ def score_one(problem: Problem, completion: str, timeout: float) -> dict:
 
 
 class ResultLog:
-    """results.jsonl, appended line by line (so an interrupted run keeps what it finished)."""
+    """results.jsonl, appended line by line as samples are scored (so an interrupted run keeps what it
+    finished): in the order scoring finished, which with several sandbox workers is not the task order."""
 
     def __init__(self, out: Path) -> None:
         self.path = out / RESULTS

@@ -6,8 +6,9 @@
 // gives (ggml-quants.c's reference order: d * q, d * q + m, (d * sc) * q - (dmin * m)). Activations
 // are read as float32 (bfloat16 widens exactly) and accumulated in float32 with fused multiply-adds in
 // 16-lane vectors (one AVX-512 register or two AVX2 ones), four accumulators a row, blocks in file order
-// (Q5_0 against bfloat16 activations: see row_dot_q5_0_bf16). A row's result never depends on how many
-// rows share the call: rows only share the decoded weights, never an accumulator.
+// (Q5_0 and Q4_K against bfloat16 activations where the CPU has AVX512-BF16: see row_dot_q5_0_bf16 and
+// row_dot_q4_k_bf16). A row's result never depends on how many rows share the call: rows only share the
+// decoded weights, never an accumulator.
 //
 // Built on first use by codegemma.kernels with -O3 -march=native (the cache is keyed by the CPU's
 // flags), threads from ATen's own pool (at::parallel_for).
@@ -571,20 +572,22 @@ void rows_dot_buffered(const Buffered& fmt, const uint8_t* base, int64_t row_byt
 // instruction a row adds their exact products with the activations pairwise in float32, and d multiplies
 // the block's sum (d * (q - 16) is exact in float32: the same weights as the float32 path, summed in
 // another order). About half the instructions a weight of the float32 path.
-inline __m512i q5_codes_bf16_table() {
+// bfloat16 of the small integers i - offset for i < 32 (exact: small integers need no rounding), a table for
+// one-instruction lookups by 5-bit codes.
+inline __m512i small_ints_bf16_table(int offset) {
   alignas(64) uint16_t t[32];
   for (int i = 0; i < 32; ++i) {
-    const float f = float(i - 16);
+    const float f = float(i - offset);
     uint32_t bits;
     std::memcpy(&bits, &f, 4);
-    t[i] = uint16_t(bits >> 16);  // exact: small integers need no rounding
+    t[i] = uint16_t(bits >> 16);
   }
   return _mm512_load_si512(t);
 }
 
 template <int N>
 void row_dot_q5_0_bf16(const uint8_t* row, const uint16_t* x, int64_t cols, float* out, int64_t out_stride) {
-  static const __m512i table = q5_codes_bf16_table();
+  static const __m512i table = small_ints_bf16_table(16);
   __m512 acc[N][2];
   for (int r = 0; r < N; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   const int64_t blocks = cols / 32;
@@ -629,17 +632,85 @@ void rows_dot_q5_0_bf16(const uint8_t* base, int64_t row_bytes, int64_t first, i
     }
   }
 }
+
+// Q4_K against bfloat16 activations: a weight is S_j * q - M_j (sub-block j of 32 values: S_j = d * scale_j and
+// M_j = dmin * min_j, both exact in float32; q in 0..15, exact in bfloat16), so a sub-block's products sum to
+// S_j * (q . x) - M_j * sum(x): the dot-product instruction gives q . x (exact products, added pairwise in
+// float32), and sum(x) of each 32 activations is computed once a call (xsum, in a fixed order). The same
+// weights as the float32 path, summed in another order; each row's arithmetic is its own.
+template <int N>
+void row_dot_q4_k_bf16(const uint8_t* row, const uint16_t* x, const float* xsum, int64_t cols, float* out,
+                       int64_t out_stride) {
+  static const __m512i table = small_ints_bf16_table(0);
+  __m512 acc[N][2];
+  __m256 low[N];
+  for (int r = 0; r < N; ++r) {
+    acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    low[r] = _mm256_setzero_ps();
+  }
+  const int64_t blocks = cols / QK_K, sums = cols / 32;
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const uint8_t* b = row + blk * 144;
+    float sc[8], mn[8];
+    k4_scales(b + 4, f16(b), f16(b + 2), sc, mn);
+    const __m256 mins = _mm256_loadu_ps(mn);
+#pragma GCC unroll 4
+    for (int r = 0; r < N; ++r) low[r] = _mm256_fmadd_ps(mins, _mm256_loadu_ps(xsum + r * sums + blk * 8), low[r]);
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {  // 32 bytes: values 0..31 of sub-block 2c (low nibbles), of 2c + 1 (high)
+      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * c));
+      const __m256i lo = _mm256_and_si256(raw, _mm256_set1_epi8(15));
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(15));
+      const __m512bh w0 = (__m512bh)_mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(lo), table);
+      const __m512bh w1 = (__m512bh)_mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(hi), table);
+      const __m512 s0 = _mm512_set1_ps(sc[2 * c]), s1 = _mm512_set1_ps(sc[2 * c + 1]);
+#pragma GCC unroll 4
+      for (int r = 0; r < N; ++r) {
+        const uint16_t* xr = x + r * cols + blk * QK_K + 64 * c;
+        const __m512bh x0 = (__m512bh)_mm512_loadu_si512(xr), x1 = (__m512bh)_mm512_loadu_si512(xr + 32);
+        acc[r][0] = _mm512_fmadd_ps(s0, _mm512_dpbf16_ps(_mm512_setzero_ps(), w0, x0), acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(s1, _mm512_dpbf16_ps(_mm512_setzero_ps(), w1, x1), acc[r][1]);
+      }
+    }
+  }
+  for (int r = 0; r < N; ++r) {
+    const __m128 l = _mm_add_ps(_mm256_castps256_ps128(low[r]), _mm256_extractf128_ps(low[r], 1));
+    const float mins_total = (l[0] + l[2]) + (l[1] + l[3]);
+    out[r * out_stride] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1])) - mins_total;
+  }
+}
+
+void rows_dot_q4_k_bf16(const uint8_t* base, int64_t row_bytes, int64_t first, int64_t count, const uint16_t* x,
+                        const float* xsum, int64_t n, int64_t cols, float* out, int64_t stride) {
+  const int64_t sums = cols / 32;
+  for (int64_t o = first; o < first + count; ++o) {
+    const uint8_t* row = base + o * row_bytes;
+    if (o + PREFETCH_ROWS < first + count) prefetch_row(row + PREFETCH_ROWS * row_bytes, row_bytes);
+    int64_t r0 = 0;
+    for (; r0 + 4 <= n; r0 += 4)
+      row_dot_q4_k_bf16<4>(row, x + r0 * cols, xsum + r0 * sums, cols, out + r0 * stride + o, stride);
+    switch (n - r0) {
+      case 1: row_dot_q4_k_bf16<1>(row, x + r0 * cols, xsum + r0 * sums, cols, out + r0 * stride + o, stride); break;
+      case 2: row_dot_q4_k_bf16<2>(row, x + r0 * cols, xsum + r0 * sums, cols, out + r0 * stride + o, stride); break;
+      case 3: row_dot_q4_k_bf16<3>(row, x + r0 * cols, xsum + r0 * sums, cols, out + r0 * stride + o, stride); break;
+      default: break;
+    }
+  }
+}
 #endif
 
 void dot_tile(int64_t type, const uint8_t* base, int64_t first, int64_t count, const float* x,
-              const uint16_t* x_bf16, int64_t n, int64_t cols, float* out, int64_t stride) {
+              const uint16_t* x_bf16, const float* xsum, int64_t n, int64_t cols, float* out, int64_t stride) {
   const Format fmt = format_of(type);
   const int64_t row_bytes = cols / fmt.values * fmt.bytes;
 #ifdef CODEGEMMA_BF16_DOT
   if (type == Q5_0 && x_bf16 != nullptr)
     return rows_dot_q5_0_bf16(base, row_bytes, first, count, x_bf16, n, cols, out, stride);
+  if (type == Q4_K && x_bf16 != nullptr)
+    return rows_dot_q4_k_bf16(base, row_bytes, first, count, x_bf16, xsum, n, cols, out, stride);
 #else
   (void)x_bf16;
+  (void)xsum;
 #endif
   switch (type) {
     case Q8_0: return rows_dot<Q8_0F>(base, row_bytes, first, count, x, n, cols, out, stride);
@@ -884,6 +955,16 @@ std::vector<at::Tensor> qgemv(const at::Tensor& x_in, at::TensorList weights, at
   const float* xp = x.data_ptr<float>();
   const at::Tensor x_bf16 = x_in.scalar_type() == at::kBFloat16 ? x_in.contiguous() : at::Tensor();
   const uint16_t* xb = x_bf16.defined() ? reinterpret_cast<const uint16_t*>(x_bf16.data_ptr<at::BFloat16>()) : nullptr;
+  // the sum of each 32 activations of a row, for the kernels that take a block's minimum out of the sum (Q4_K)
+  std::vector<float> xsum;
+  if (xb != nullptr && std::find(types.begin(), types.end(), int64_t(Q4_K)) != types.end()) {
+    xsum.resize(n * (cols / 32));
+    for (int64_t i = 0; i < n * (cols / 32); ++i) {
+      float t = 0;
+      for (int j = 0; j < 32; ++j) t += xp[i * 32 + j];
+      xsum[i] = t;
+    }
+  }
   // Tiles are handed out from a shared counter, not split in equal parts: a thread that the OS
   // interrupts (on a busy machine) holds the others up by one tile at most.
   std::atomic<int64_t> next{0};
@@ -891,8 +972,8 @@ std::vector<at::Tensor> qgemv(const at::Tensor& x_in, at::TensorList weights, at
   at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), n_tiles), 1, [&](int64_t, int64_t) {
     for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n_tiles;) {
       const Tile tile = tiles[t];
-      dot_tile(types[tile.w], weights[tile.w].data_ptr<uint8_t>(), tile.first, tile.count, xp, xb, n, cols,
-               outs[tile.w].data_ptr<float>(), rows[tile.w]);
+      dot_tile(types[tile.w], weights[tile.w].data_ptr<uint8_t>(), tile.first, tile.count, xp, xb, xsum.data(), n,
+               cols, outs[tile.w].data_ptr<float>(), rows[tile.w]);
     }
   });
   if (!f32_out && x_in.scalar_type() == at::kBFloat16)

@@ -6,8 +6,8 @@
 // gives (ggml-quants.c's reference order: d * q, d * q + m, (d * sc) * q - (dmin * m)). Activations
 // are read as float32 (bfloat16 widens exactly) and accumulated in float32 with fused multiply-adds in
 // 16-lane vectors (one AVX-512 register or two AVX2 ones), four accumulators a row, blocks in file order
-// (Q5_0 and Q4_K against bfloat16 activations where the CPU has AVX512-BF16: see row_dot_q5_0_bf16 and
-// row_dot_q4_k_bf16). A row's result never depends on how many rows share the call: rows only share the
+// (Q5_0, Q4_K and Q6_K against bfloat16 activations where the CPU has AVX512-BF16: see row_dot_q5_0_bf16,
+// row_dot_q4_k_bf16 and row_dot_q6_k_bf16). A row's result never depends on how many rows share the call: rows only share the
 // decoded weights, never an accumulator.
 //
 // Built on first use by codegemma.kernels with -O3 -march=native (the cache is keyed by the CPU's
@@ -697,6 +697,67 @@ void rows_dot_q4_k_bf16(const uint8_t* base, int64_t row_bytes, int64_t first, i
     }
   }
 }
+
+// Q6_K against bfloat16 activations: a weight is S * (q - 32) (S = d * scale of its 16 values, exact in float32;
+// q - 32 in -32..31, exact in bfloat16, looked up from two 32-entry tables by the 6-bit code), so 32 values
+// are one dot-product instruction, whose lanes 0-7 hold the first 16 values' pairs and 8-15 the next 16's:
+// each half is scaled by its own S. The same weights as the float32 path, summed in another order.
+template <int N>
+void row_dot_q6_k_bf16(const uint8_t* row, const uint16_t* x, int64_t cols, float* out, int64_t out_stride) {
+  static const __m512i table_lo = small_ints_bf16_table(32), table_hi = small_ints_bf16_table(0);  // codes 0-31, 32-63
+  __m512 acc[N][2];
+  for (int r = 0; r < N; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(15), low2 = _mm256_set1_epi8(3);
+  const int64_t blocks = cols / QK_K;
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const uint8_t* b = row + blk * 210;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = f16(b + 208);
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; ++half) {
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * half));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * half + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * half));
+      const __m256i codes[4] = {  // values 128 half + 32 k + l for l < 32
+          _mm256_or_si256(_mm256_and_si256(ql0, low4), _mm256_slli_epi16(_mm256_and_si256(qh, low2), 4)),
+          _mm256_or_si256(_mm256_and_si256(ql1, low4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), low2), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), low2), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), low2), 4))};
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        const __m512bh w = (__m512bh)_mm512_permutex2var_epi16(table_lo, _mm512_cvtepu8_epi16(codes[k]), table_hi);
+        const int s = 8 * half + 2 * k;  // the scales of values 128 half + 32 k + 0..15 and + 16..31
+        const __m512 scale = _mm512_mask_blend_ps(__mmask16(0xFF00), _mm512_set1_ps(d * float(sc[s])),
+                                                  _mm512_set1_ps(d * float(sc[s + 1])));
+#pragma GCC unroll 4
+        for (int r = 0; r < N; ++r) {
+          const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + r * cols + blk * QK_K + 128 * half + 32 * k);
+          acc[r][k & 1] = _mm512_fmadd_ps(scale, _mm512_dpbf16_ps(_mm512_setzero_ps(), w, xv), acc[r][k & 1]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < N; ++r) out[r * out_stride] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
+}
+
+void rows_dot_q6_k_bf16(const uint8_t* base, int64_t row_bytes, int64_t first, int64_t count, const uint16_t* x,
+                        int64_t n, int64_t cols, float* out, int64_t stride) {
+  for (int64_t o = first; o < first + count; ++o) {
+    const uint8_t* row = base + o * row_bytes;
+    if (o + PREFETCH_ROWS < first + count) prefetch_row(row + PREFETCH_ROWS * row_bytes, row_bytes);
+    int64_t r0 = 0;
+    for (; r0 + 4 <= n; r0 += 4) row_dot_q6_k_bf16<4>(row, x + r0 * cols, cols, out + r0 * stride + o, stride);
+    switch (n - r0) {
+      case 1: row_dot_q6_k_bf16<1>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
+      case 2: row_dot_q6_k_bf16<2>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
+      case 3: row_dot_q6_k_bf16<3>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
+      default: break;
+    }
+  }
+}
 #endif
 
 void dot_tile(int64_t type, const uint8_t* base, int64_t first, int64_t count, const float* x,
@@ -708,6 +769,8 @@ void dot_tile(int64_t type, const uint8_t* base, int64_t first, int64_t count, c
     return rows_dot_q5_0_bf16(base, row_bytes, first, count, x_bf16, n, cols, out, stride);
   if (type == Q4_K && x_bf16 != nullptr)
     return rows_dot_q4_k_bf16(base, row_bytes, first, count, x_bf16, xsum, n, cols, out, stride);
+  if (type == Q6_K && x_bf16 != nullptr)
+    return rows_dot_q6_k_bf16(base, row_bytes, first, count, x_bf16, n, cols, out, stride);
 #else
   (void)x_bf16;
   (void)xsum;

@@ -379,6 +379,9 @@ def test_one_op_decoding_blocks_give_the_separate_ops_bits(quantized, kind, dtyp
     ids = cg.tokenizer.encode("def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n" * 2)
     for fused, separate in _decoded_with_and_without_block_steps(cg, ids):
         assert torch.equal(fused, separate)
+    cache = cg.model.make_cache(1, 4)
+    with torch.inference_mode(), pytest.raises(ValueError, match="KV cache holds 4 tokens; slot 4"):
+        cg.model.decode_rows([5], Rows((0,), (4,)), cache)  # past the cache: the separate ops' error
 
 
 def test_one_op_decoding_blocks_on_gemma3(default_model):

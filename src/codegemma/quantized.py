@@ -104,6 +104,8 @@ class BlockStep:
             firsts = [mask or 0] * x.shape[0]
         else:
             rows, slots, firsts = list(start.rows), list(start.positions), [m or 0 for m in mask]
+        if max(slots) >= cache.max_len:  # as KVCache says it
+            raise ValueError(f"KV cache holds {cache.max_len} tokens; slot {max(slots)} requested")
         return torch.ops.codegemma.decode_block(x, self.weights, self.types, self.rows, self.gains, cache.k, cache.v,
                                                 rows, slots, firsts, cos, sin, *self.shape, self.eps, self.scale,
                                                 self.softcap)

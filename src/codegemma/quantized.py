@@ -78,8 +78,7 @@ class BlockStep:
     blocks; norm gains are taken when fused (the model is for inference)."""
 
     def __init__(self, block: nn.Module) -> None:
-        attn, mlp = block.self_attn, block.mlp
-        projections = [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+        attn, projections = block.self_attn, self.projections(block)
         self.weights = [p.matrix.raw for p in projections]
         self.types = [p.matrix.type_id for p in projections]
         self.rows = [p.matrix.rows for p in projections]
@@ -91,10 +90,14 @@ class BlockStep:
         self.scale, self.softcap = attn.scale, attn.softcap or 0.0
 
     @staticmethod
-    def applies(block: nn.Module) -> bool:
+    def projections(block: nn.Module) -> list[nn.Module]:
+        """q, k, v, o, gate, up, down: the op's order."""
         attn, mlp = block.self_attn, block.mlp
-        return all(isinstance(p, GGUFLinear) for p in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj,
-                                                        mlp.gate_proj, mlp.up_proj, mlp.down_proj))
+        return [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+
+    @classmethod
+    def applies(cls, block: nn.Module) -> bool:
+        return all(isinstance(p, GGUFLinear) for p in cls.projections(block))
 
     def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask, start, cache, row: int | None):
         """As Block.forward: x (B, 1, D); `start` a slot for every row (`row`: the one row) or a model.Rows;

@@ -99,10 +99,12 @@ def test_top1_agreement_with_llama_cpp(model, reference):
 
 
 @pytest.mark.slow
-def test_f32_export_matches_llama_cpp_exactly(model, tmp_path):
-    """Same weights as F32 GGUF: >= 99% top-1 agreement and an identical greedy 64-token continuation."""
+def test_f32_export_matches_llama_cpp_exactly(tmp_path):
+    """Same weights as F32 GGUF: >= 99% top-1 agreement and an identical greedy 64-token continuation, our
+    side with float32 activations (the default load's bfloat16 activations agree on about 98.8%)."""
     from codegemma.weights.convert import gguf_to_hf, hf_to_gguf
 
+    model = codegemma.load("default", dtype="float32")
     f32 = hf_to_gguf(gguf_to_hf(default_model_path(), tmp_path / "hf"), tmp_path / "f32.gguf")
     ref = llama_cpp.Llama(model_path=str(f32), n_ctx=1024, n_threads=2, logits_all=True, verbose=False)
     ids = _code_prompt(model)

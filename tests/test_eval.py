@@ -182,6 +182,28 @@ def test_run_resumes_without_redoing_samples(tiny_checkpoint, tmp_path):
         run("humaneval", cg, out, RunSettings(limit=3, temperature=0.5))
 
 
+def test_a_scoring_failure_stops_the_generation(tiny_checkpoint, tmp_path, monkeypatch):
+    """A sandbox that cannot score (here: its entry point raising, as a missing toolchain would) ends the run
+    with that error after a few samples, not after generating all of them."""
+    from codegemma import load
+    from codegemma.eval import harness
+
+    def broken_sandbox(problems, completions, timeout):
+        raise RuntimeError("the sandbox cannot start")
+
+    delivered = []
+    generate = harness.generate
+
+    def counted(cg, todo, settings, deliver):
+        return generate(cg, todo, settings, lambda *sample: (delivered.append(sample), deliver(*sample)))
+
+    monkeypatch.setattr(harness, "score_many", broken_sandbox)
+    monkeypatch.setattr(harness, "generate", counted)
+    with pytest.raises(RuntimeError, match="sandbox cannot start"):
+        harness.run("humaneval", load(tiny_checkpoint), tmp_path / "run", RunSettings(limit=8, max_tokens=4))
+    assert 1 <= len(delivered) < 6  # of 8
+
+
 def test_parallel_changes_the_speed_and_never_the_text(default_model, tmp_path):
     """Samples decoded together as rows of the engine's passes get the text each gets alone (the quantized
     kernels' rows are independent), so a table made with --parallel 8 is the one made one at a time."""

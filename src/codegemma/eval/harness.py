@@ -141,9 +141,16 @@ def _check_same_run(out: Path, identity: dict) -> None:
 
 def _score_while(produce: Callable[[Callable[[str, int, str], None]], None], problems: dict[str, Problem],
                  log: ResultLog, settings: RunSettings) -> None:
-    """Scores what `produce` delivers, on another thread, while produce keeps the calling one."""
+    """Scores what `produce` delivers, on another thread, while produce keeps the calling one. A scoring failure
+    (a broken toolchain, a sandbox that cannot start) stops the generation at its next delivery instead of
+    letting it run on for hours with nothing scored; what was scored stays in the log for a resumed run."""
     done: queue.Queue = queue.Queue()
     failures: list[BaseException] = []
+
+    def deliver(task_id: str, sample: int, completion: str) -> None:
+        if failures:
+            raise failures[0]
+        done.put((task_id, sample, completion))
 
     def score() -> None:
         try:
@@ -154,7 +161,7 @@ def _score_while(produce: Callable[[Callable[[str, int, str], None]], None], pro
     scorer = threading.Thread(target=score, name="codegemma-eval-score", daemon=True)
     scorer.start()
     try:
-        produce(lambda task_id, sample, completion: done.put((task_id, sample, completion)))
+        produce(deliver)
     finally:
         done.put(None)
         scorer.join()
@@ -178,6 +185,10 @@ def _score_stream(problems: dict[str, Problem], samples: Iterable[tuple[str, int
             if len(batch) >= batch_size(problems[item[0]]):
                 futures.append(pool.submit(job, batch))
                 batch = []
+            finished = [f for f in futures if f.done()]
+            for future in finished:
+                future.result()  # a failed batch raises now, not after every sample has been generated
+            futures = [f for f in futures if f not in finished]
         if batch:
             futures.append(pool.submit(job, batch))
         for future in futures:

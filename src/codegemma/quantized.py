@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import GGUFMatrix, dequant_matrix, dequant_rows, qgemv
+from .kernels import GGUFMatrix, dequant_as, dequant_matrix, qgemv
 
 KERNEL_ROWS = 16  # beyond this many rows a dequantized GEMM is faster than the matrix-vector kernel
 
@@ -60,7 +60,7 @@ class GGUFEmbedding(nn.Module):
         self.num_embeddings, self.embedding_dim = matrix.rows, matrix.cols
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        rows = _dense_rows(self.matrix, ids.reshape(-1), self.dtype)
+        rows = dequant_as(self.matrix, ids.reshape(-1), self.dtype)
         return rows.reshape(*ids.shape, self.embedding_dim)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,11 +133,6 @@ def _has(module: nn.Module, name: str) -> bool:
 
 def _gain(norm: nn.Module) -> torch.Tensor:
     return (1.0 + norm.weight.detach().float()).contiguous()
-
-
-def _dense_rows(matrix: GGUFMatrix, ids: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """Rows `ids` (all if None) in `dtype`: dequantized straight into float32 or bfloat16, else converted."""
-    return dequant_rows(matrix, ids, dtype if dtype == torch.bfloat16 else torch.float32).to(dtype)
 
 
 def summary(model: nn.Module) -> dict:

@@ -109,6 +109,12 @@ def dequant_rows(w: GGUFMatrix, ids: torch.Tensor | None = None, dtype: torch.dt
         torch.empty(0, w.cols, dtype=dtype)
 
 
+def dequant_as(w: GGUFMatrix, ids: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """Rows `ids` (all if None) in any floating dtype: dequantized straight into float32 or bfloat16, else
+    converted from float32."""
+    return dequant_rows(w, ids, dtype if dtype == torch.bfloat16 else torch.float32).to(dtype)
+
+
 _scratch = threading.local()
 
 
@@ -118,7 +124,7 @@ def dequant_matrix(w: GGUFMatrix, dtype: torch.dtype) -> torch.Tensor:
     next call. A prompt's projections otherwise allocate and free a matrix each, of a dozen sizes, which
     scatters the heap (tens of MB of peak memory on a 512-token prefill of the default model)."""
     if backend() != "cpp" or dtype not in (torch.float32, torch.bfloat16):
-        return dequant_rows(w, None, dtype if dtype == torch.bfloat16 else torch.float32).to(dtype)
+        return dequant_as(w, None, dtype)
     buffers = _scratch.__dict__.setdefault("buffers", {})
     buf = buffers.get(dtype)
     if buf is None or buf.numel() < w.rows * w.cols:

@@ -586,7 +586,8 @@ inline __m512i small_ints_bf16_table(int offset) {
 }
 
 template <int N>
-void row_dot_q5_0_bf16(const uint8_t* row, const uint16_t* x, int64_t cols, float* out, int64_t out_stride) {
+void row_dot_q5_0_bf16(const uint8_t* row, const uint16_t* x, const float*, int64_t cols, float* out,
+                       int64_t out_stride) {
   static const __m512i table = small_ints_bf16_table(16);
   __m512 acc[N][2];
   for (int r = 0; r < N; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -615,22 +616,6 @@ void row_dot_q5_0_bf16(const uint8_t* row, const uint16_t* x, int64_t cols, floa
   }
   if (blk < blocks) one(blk, 0);
   for (int r = 0; r < N; ++r) out[r * out_stride] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
-}
-
-void rows_dot_q5_0_bf16(const uint8_t* base, int64_t row_bytes, int64_t first, int64_t count, const uint16_t* x,
-                        int64_t n, int64_t cols, float* out, int64_t stride) {
-  for (int64_t o = first; o < first + count; ++o) {
-    const uint8_t* row = base + o * row_bytes;
-    if (o + PREFETCH_ROWS < first + count) prefetch_row(row + PREFETCH_ROWS * row_bytes, row_bytes);
-    int64_t r0 = 0;
-    for (; r0 + 4 <= n; r0 += 4) row_dot_q5_0_bf16<4>(row, x + r0 * cols, cols, out + r0 * stride + o, stride);
-    switch (n - r0) {
-      case 1: row_dot_q5_0_bf16<1>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      case 2: row_dot_q5_0_bf16<2>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      case 3: row_dot_q5_0_bf16<3>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      default: break;
-    }
-  }
 }
 
 // Q4_K against bfloat16 activations: a weight is S_j * q - M_j (sub-block j of 32 values: S_j = d * scale_j and
@@ -680,30 +665,13 @@ void row_dot_q4_k_bf16(const uint8_t* row, const uint16_t* x, const float* xsum,
   }
 }
 
-void rows_dot_q4_k_bf16(const uint8_t* base, int64_t row_bytes, int64_t first, int64_t count, const uint16_t* x,
-                        const float* xsum, int64_t n, int64_t cols, float* out, int64_t stride) {
-  const int64_t sums = cols / 32;
-  for (int64_t o = first; o < first + count; ++o) {
-    const uint8_t* row = base + o * row_bytes;
-    if (o + PREFETCH_ROWS < first + count) prefetch_row(row + PREFETCH_ROWS * row_bytes, row_bytes);
-    int64_t r0 = 0;
-    for (; r0 + 4 <= n; r0 += 4)
-      row_dot_q4_k_bf16<4>(row, x + r0 * cols, xsum + r0 * sums, cols, out + r0 * stride + o, stride);
-    switch (n - r0) {
-      case 1: row_dot_q4_k_bf16<1>(row, x + r0 * cols, xsum + r0 * sums, cols, out + r0 * stride + o, stride); break;
-      case 2: row_dot_q4_k_bf16<2>(row, x + r0 * cols, xsum + r0 * sums, cols, out + r0 * stride + o, stride); break;
-      case 3: row_dot_q4_k_bf16<3>(row, x + r0 * cols, xsum + r0 * sums, cols, out + r0 * stride + o, stride); break;
-      default: break;
-    }
-  }
-}
-
 // Q6_K against bfloat16 activations: a weight is S * (q - 32) (S = d * scale of its 16 values, exact in float32;
 // q - 32 in -32..31, exact in bfloat16, looked up from two 32-entry tables by the 6-bit code), so 32 values
 // are one dot-product instruction, whose lanes 0-7 hold the first 16 values' pairs and 8-15 the next 16's:
 // each half is scaled by its own S. The same weights as the float32 path, summed in another order.
 template <int N>
-void row_dot_q6_k_bf16(const uint8_t* row, const uint16_t* x, int64_t cols, float* out, int64_t out_stride) {
+void row_dot_q6_k_bf16(const uint8_t* row, const uint16_t* x, const float*, int64_t cols, float* out,
+                       int64_t out_stride) {
   static const __m512i table_lo = small_ints_bf16_table(32), table_hi = small_ints_bf16_table(0);  // codes 0-31, 32-63
   __m512 acc[N][2];
   for (int r = 0; r < N; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -743,21 +711,31 @@ void row_dot_q6_k_bf16(const uint8_t* row, const uint16_t* x, int64_t cols, floa
   for (int r = 0; r < N; ++r) out[r * out_stride] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
 }
 
-void rows_dot_q6_k_bf16(const uint8_t* base, int64_t row_bytes, int64_t first, int64_t count, const uint16_t* x,
-                        int64_t n, int64_t cols, float* out, int64_t stride) {
+// A row kernel against bfloat16 activations: N activation rows (xsum: their 32-value sums, where the kernel
+// takes them) against one weight row.
+using RowDotBf16 = void (*)(const uint8_t* row, const uint16_t* x, const float* xsum, int64_t cols, float* out,
+                            int64_t out_stride);
+
+// Output rows [first, first + count): each weight row against the n activation rows four at a time (dot[k] takes
+// k + 1 rows), the rows PREFETCH_ROWS on asked for ahead.
+void rows_dot_bf16(const RowDotBf16 (&dot)[4], const uint8_t* base, int64_t row_bytes, int64_t first, int64_t count,
+                   const uint16_t* x, const float* xsum, int64_t n, int64_t cols, float* out, int64_t stride) {
+  const int64_t sums = cols / 32;
   for (int64_t o = first; o < first + count; ++o) {
     const uint8_t* row = base + o * row_bytes;
     if (o + PREFETCH_ROWS < first + count) prefetch_row(row + PREFETCH_ROWS * row_bytes, row_bytes);
-    int64_t r0 = 0;
-    for (; r0 + 4 <= n; r0 += 4) row_dot_q6_k_bf16<4>(row, x + r0 * cols, cols, out + r0 * stride + o, stride);
-    switch (n - r0) {
-      case 1: row_dot_q6_k_bf16<1>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      case 2: row_dot_q6_k_bf16<2>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      case 3: row_dot_q6_k_bf16<3>(row, x + r0 * cols, cols, out + r0 * stride + o, stride); break;
-      default: break;
-    }
+    for (int64_t r0 = 0; r0 < n; r0 += 4)
+      dot[std::min<int64_t>(4, n - r0) - 1](row, x + r0 * cols, xsum ? xsum + r0 * sums : nullptr, cols,
+                                            out + r0 * stride + o, stride);
   }
 }
+
+constexpr RowDotBf16 Q5_0_BF16[4] = {row_dot_q5_0_bf16<1>, row_dot_q5_0_bf16<2>, row_dot_q5_0_bf16<3>,
+                                     row_dot_q5_0_bf16<4>};
+constexpr RowDotBf16 Q4_K_BF16[4] = {row_dot_q4_k_bf16<1>, row_dot_q4_k_bf16<2>, row_dot_q4_k_bf16<3>,
+                                     row_dot_q4_k_bf16<4>};
+constexpr RowDotBf16 Q6_K_BF16[4] = {row_dot_q6_k_bf16<1>, row_dot_q6_k_bf16<2>, row_dot_q6_k_bf16<3>,
+                                     row_dot_q6_k_bf16<4>};
 #endif
 
 void dot_tile(int64_t type, const uint8_t* base, int64_t first, int64_t count, const float* x,
@@ -766,11 +744,11 @@ void dot_tile(int64_t type, const uint8_t* base, int64_t first, int64_t count, c
   const int64_t row_bytes = cols / fmt.values * fmt.bytes;
 #ifdef CODEGEMMA_BF16_DOT
   if (type == Q5_0 && x_bf16 != nullptr)
-    return rows_dot_q5_0_bf16(base, row_bytes, first, count, x_bf16, n, cols, out, stride);
+    return rows_dot_bf16(Q5_0_BF16, base, row_bytes, first, count, x_bf16, xsum, n, cols, out, stride);
   if (type == Q4_K && x_bf16 != nullptr)
-    return rows_dot_q4_k_bf16(base, row_bytes, first, count, x_bf16, xsum, n, cols, out, stride);
+    return rows_dot_bf16(Q4_K_BF16, base, row_bytes, first, count, x_bf16, xsum, n, cols, out, stride);
   if (type == Q6_K && x_bf16 != nullptr)
-    return rows_dot_q6_k_bf16(base, row_bytes, first, count, x_bf16, n, cols, out, stride);
+    return rows_dot_bf16(Q6_K_BF16, base, row_bytes, first, count, x_bf16, xsum, n, cols, out, stride);
 #else
   (void)x_bf16;
   (void)xsum;
@@ -1035,7 +1013,8 @@ std::vector<at::Tensor> qgemv(const at::Tensor& x_in, at::TensorList weights, at
   at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), n_tiles), 1, [&](int64_t, int64_t) {
     for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n_tiles;) {
       const Tile tile = tiles[t];
-      dot_tile(types[tile.w], weights[tile.w].data_ptr<uint8_t>(), tile.first, tile.count, xp, xb, xsum.data(), n,
+      dot_tile(types[tile.w], weights[tile.w].data_ptr<uint8_t>(), tile.first, tile.count, xp, xb,
+               xsum.empty() ? nullptr : xsum.data(), n,
                cols, outs[tile.w].data_ptr<float>(), rows[tile.w]);
     }
   });

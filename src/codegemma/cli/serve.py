@@ -45,7 +45,7 @@ def register(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..server.app import create_app
+    from ..server.app import create_app, listen
     from ..server.events import default_events_path
 
     if not 0 < args.port < 65536:
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.repo is not None and not args.repo.is_dir():
         raise CliError(f"--repo {args.repo}: not a folder")
     try:  # bound before the model loads: a taken port is a one-line error at once
-        sock = socket.create_server((args.host, args.port))
+        sock = listen(args.host, args.port)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     cg = load_model(args)

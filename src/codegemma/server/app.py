@@ -7,6 +7,7 @@ the Guard middleware (guard.py); errors come back in each dialect's shape.
 from __future__ import annotations
 
 import contextlib
+import socket
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -49,6 +50,15 @@ def create_app(cg: CodeGemma, *, name: str | None = None, ctx: int = 4096, queue
     for router in (openai.router, ollama.router, llamacpp.router, tabby.router):
         app.include_router(router)
     return Guard(app, api_key=api_key, max_body=max_body)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket to give uvicorn (`sockets=[...]`), made with its protocol named: accepted
+    connections inherit it, and asyncio turns off Nagle's algorithm only on sockets that say IPPROTO_TCP.
+    `socket.create_server` leaves it 0, and then every request on a kept-alive connection after the first
+    waited about 40 ms for the client's delayed ACK (uvicorn issue #3149). Raises OSError."""
+    sock = socket.create_server((host, port))
+    return socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
 
 
 def _install_errors(app: FastAPI) -> None:

@@ -5,8 +5,9 @@ edit, with the prefix cache and without it (a second server started with --no-pr
 baseline), and after switching to another file and back (warm from a RAM snapshot with the prompt
 cache); the keystroke storm (six requests 100 or 350 ms apart, each aborting the one before, as
 editors do: latency of the newest beside the same request alone, goal <= 1.2x); then completion
-throughput with 1, 4 and 8 concurrent clients (continuous batching: goal, 4 clients >= 2.5x one), with
-speculative decoding (the default) and without it (--no-speculate: batching alone).
+throughput with 1, 4 and 8 concurrent clients, each an editor of its own (user agent, kept-alive
+connection), prompts no measurement saw before (continuous batching: goal, 4 clients >= 2.5x one), with
+speculative decoding (the default) and without it (--no-speculate: batching alone, on a warmed-up server).
 
 Last, beside llama.cpp's server as llama-cpp-python ships it (`python -m llama_cpp.server`, one sequence at
 a time) on the same GGUF file and thread count: the same OpenAI /v1/completions requests to both.
@@ -17,6 +18,7 @@ a time) on the same GGUF file and thread count: the same OpenAI /v1/completions 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import socket
@@ -114,17 +116,35 @@ def storm(url: str, interval: float, keystrokes: int = 6) -> tuple[float, float]
     return answer_seconds(url, bodies[-1]), alone
 
 
-def throughput(url: str, clients: int, per_client: int = 3) -> float:
-    prompts = [f"def function_{i}(x):\n    " for i in range(clients * per_client)]
+RUNS = itertools.count()
 
-    def one(p: str) -> int:
-        r = httpx.post(f"{url}/completion", json={"prompt": p, "n_predict": 32}, timeout=600).json()
-        return r["tokens_predicted"]
+
+def throughput(url: str, clients: int, route: str = "/completion", per_client: int = 4) -> float:
+    """Completion tokens per second of `clients` concurrent clients, each an editor of its own (its own user
+    agent and kept-alive connection, as editors keep theirs) sending per_client 32-token requests one after
+    another, on `route` (llama.cpp's /completion or OpenAI's /v1/completions); prompts no measurement saw."""
+    run = next(RUNS)
+    https = [httpx.Client(base_url=url, headers={"User-Agent": f"bench-client-{c}"}, timeout=600)
+             for c in range(clients)]
+
+    def client(c: int) -> int:
+        tokens = 0
+        for i in range(per_client):
+            prompt = f"def function_{run}_{c}_{i}(x):\n    "
+            if route == "/completion":
+                tokens += https[c].post(route, json={"prompt": prompt, "n_predict": 32}).json()["tokens_predicted"]
+            else:
+                body = {"model": "codegemma", "prompt": prompt, "max_tokens": 32, "temperature": 0}
+                tokens += https[c].post(route, json=body).json()["usage"]["completion_tokens"]
+        return tokens
 
     t = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        tokens = sum(pool.map(one, prompts))
-    return tokens / (time.perf_counter() - t)
+        tokens = sum(pool.map(client, range(clients)))
+    elapsed = time.perf_counter() - t
+    for http in https:
+        http.close()
+    return tokens / elapsed
 
 
 def start_llama_cpp(gguf: Path, threads: int, ctx: int) -> tuple[subprocess.Popen, str] | None:
@@ -151,19 +171,6 @@ def openai_ttft(url: str, prompt: str) -> float:
     return float("nan")
 
 
-def openai_throughput(url: str, clients: int, per_client: int = 3) -> float:
-    prompts = [f"def function_{i}(x):\n    " for i in range(clients * per_client)]
-
-    def one(p: str) -> int:
-        body = {"model": "codegemma", "prompt": p, "max_tokens": 32, "temperature": 0}
-        return httpx.post(f"{url}/v1/completions", json=body, timeout=600).json()["usage"]["completion_tokens"]
-
-    t = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        tokens = sum(pool.map(one, prompts))
-    return tokens / (time.perf_counter() - t)
-
-
 def side_by_side(url: str) -> tuple[float, float, dict[int, float]]:
     """(cold TTFT, TTFT after a one-character edit, tokens/s per client count) over /v1/completions."""
     text = (Path(sysconfig.get_paths()["stdlib"]) / "difflib.py").read_text(encoding="utf-8")
@@ -171,7 +178,7 @@ def side_by_side(url: str) -> tuple[float, float, dict[int, float]]:
     openai_ttft(url, "import os\n")  # each server's first request pays its warm-up, not the measured one
     cold = openai_ttft(url, prefix)
     edited = openai_ttft(url, prefix[:-40] + "#" + prefix[-40:])
-    return cold, edited, {c: openai_throughput(url, c) for c in (1, 4, 8)}
+    return cold, edited, {c: throughput(url, c, "/v1/completions") for c in (1, 4, 8)}
 
 
 def main() -> None:
@@ -198,6 +205,7 @@ def main() -> None:
             proc.wait()
     proc, url = start(args.model, args.threads, "--dtype", args.dtype, "--no-speculate")
     try:  # continuous batching alone: speculation speeds up the single stream most
+        throughput(url, 1, per_client=1)  # the server's first requests pay its warm-up, not the measured ones
         plain_rates = {c: throughput(url, c) for c in (1, 4, 8)}
     finally:
         proc.terminate()

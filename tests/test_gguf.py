@@ -400,3 +400,61 @@ def test_one_op_decoding_blocks_on_gemma3(default_model):
     assert len(ids) > 24
     for fused, separate in pairs:
         assert torch.equal(fused, separate)
+
+
+def _present_pages(t: torch.Tensor) -> float:
+    """The share of the pages under tensor t that are mapped in this process now (/proc/self/pagemap's bit 63)."""
+    import mmap
+
+    first, last = t.data_ptr() // mmap.PAGESIZE, (t.data_ptr() + t.numel() * t.element_size() - 1) // mmap.PAGESIZE
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(first * 8)
+        entries = np.frombuffer(f.read((last - first + 1) * 8), dtype=np.uint64)
+    return float(((entries >> np.uint64(63)) & np.uint64(1)).mean())
+
+
+def test_packed_head_uses_exactly_the_gguf_weights(quantized):
+    """The Q8_0 matrix packed for bfloat16 activations (16 rows interleaved): its rows are the gguf package's
+    values bit for bit, its products those of the exact weights (float64 reference), a row's result the same
+    alone or among others, and packing in chunks (each span handed to `release` once packed) or at once gives
+    the same bytes."""
+    from gguf.quants import dequantize as reference
+
+    from codegemma.kernels import GGUFMatrix, pack, packable, packed_dot, packed_rows
+
+    t = next(t for t in open_gguf(quantized["Q8_0"]).tensors if t.name == "token_embd.weight")
+    rows, cols = int(t.shape[1]), int(t.shape[0])
+    m = GGUFMatrix(torch.from_numpy(np.asarray(t.data).view(np.uint8).reshape(-1)), "Q8_0", rows, cols)
+    if not packable(m):
+        pytest.skip("no AVX512-BF16 kernels here (the row layout serves bfloat16 activations)")
+    exact = torch.from_numpy(np.array(reference(t.data, t.tensor_type), dtype=np.float32)).reshape(rows, cols)
+    spans = []
+    packed = pack(m, release=lambda start, end: spans.append((start, end)), chunk_rows=48)
+    assert torch.equal(packed, pack(m))
+    assert spans[0][0] == m.raw.data_ptr() and spans[-1][1] == m.raw.data_ptr() + m.raw.numel()
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    ids = torch.tensor([rows - 1, 0, 17, 3])
+    assert torch.equal(packed_rows(packed, m, ids, torch.float32), exact[ids])
+    assert torch.equal(packed_rows(packed, m, ids, torch.bfloat16), exact[ids].bfloat16())
+    torch.manual_seed(0)
+    x = torch.randn(7, cols).bfloat16()
+    got = packed_dot(x, packed, m)
+    want = x.double() @ exact.double().T
+    assert (got.double() - want).abs().max() < 1e-5 * want.abs().max()
+    assert torch.equal(got, torch.cat([packed_dot(x[i:i + 1], packed, m) for i in range(7)]))
+
+
+def test_a_bfloat16_load_packs_the_head_and_lets_its_file_pages_go():
+    """`load("default")` packs the Q8_0 head and releases the file's pages of it as it goes (memory holds the
+    head once); the packed embedding looks rows up as the blocks give them; a float32 load keeps the blocks."""
+    from codegemma.kernels import dequant_rows, packable
+
+    cg = load("default")
+    head = cg.model.model.embed_tokens
+    if not packable(head.matrix):
+        pytest.skip("no AVX512-BF16 kernels here")
+    assert head.packed is not None and head.packed.numel() == head.matrix.raw.numel()
+    assert _present_pages(head.matrix.raw) < 0.05
+    ids = torch.tensor([[2, 818, 262143]])
+    assert torch.equal(head(ids)[0], dequant_rows(head.matrix, ids[0], torch.bfloat16))
+    assert load("default", dtype="float32").model.model.embed_tokens.packed is None

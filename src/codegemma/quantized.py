@@ -8,7 +8,9 @@ definition. The block bytes are views of the memory-mapped file: no second copy 
   result however many rows share the call. Longer inputs (prompts) multiply by W dequantized into the
   activation dtype for that call, so they run on oneDNN's GEMMs.
 - GGUFEmbedding: the (tied) embedding, rows dequantized as they are looked up; as the output head it
-  is the kernel with float32 logits.
+  is the kernel with float32 logits. A Q8_0 head of a bfloat16 model is packed at load (`pack_head`):
+  16 rows interleaved, which the bfloat16 dot-product kernel reads in order (the file's pages of it are
+  let go, so memory holds it once).
 
 Both give exactly the float32 weights of the `gguf` package's dequantization (bfloat16 activations
 round those once, as a bfloat16 dense copy would). Inference only: there is no backward.
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import GGUFMatrix, dequant_as, dequant_matrix, qgemv
+from .kernels import GGUFMatrix, dequant_as, dequant_matrix, packed_dot, packed_rows, qgemv
 
 KERNEL_ROWS = 16  # beyond this many rows a dequantized GEMM is faster than the matrix-vector kernel
 
@@ -58,17 +60,36 @@ class GGUFEmbedding(nn.Module):
         super().__init__()
         self.matrix, self.dtype = matrix, dtype
         self.num_embeddings, self.embedding_dim = matrix.rows, matrix.cols
+        self.packed: torch.Tensor | None = None  # the matrix packed for bfloat16 activations (kernels.pack)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        rows = dequant_as(self.matrix, ids.reshape(-1), self.dtype)
+        flat = ids.reshape(-1)
+        rows = dequant_as(self.matrix, flat, self.dtype) if self.packed is None else \
+            packed_rows(self.packed, self.matrix, flat, self.dtype)
         return rows.reshape(*ids.shape, self.embedding_dim)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """x @ W.T in float32, W the embedding (the tied output head)."""
+        if self.packed is not None and x.dtype == torch.bfloat16:
+            return packed_dot(x, self.packed, self.matrix)
         return qgemv(x, [self.matrix], f32_out=True)[0]
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}, {self.matrix.type_name}"
+        return f"{self.num_embeddings}, {self.embedding_dim}, {self.matrix.type_name}" + \
+            (", packed" if self.packed is not None else "")
+
+
+def pack_head(model: nn.Module, release=None) -> bool:
+    """Packs the model's embedding (its output head) for bfloat16 activations where it can be
+    (kernels.packable); `release(start, end)` gets the addresses of each packed span of its bytes (kernels.pack).
+    True when packed."""
+    from .kernels import pack, packable
+
+    head = model.model.embed_tokens
+    if not isinstance(head, GGUFEmbedding) or head.dtype != torch.bfloat16 or not packable(head.matrix):
+        return False
+    head.packed = pack(head.matrix, release=release)
+    return True
 
 
 class BlockStep:

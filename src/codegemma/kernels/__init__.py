@@ -134,6 +134,45 @@ def dequant_matrix(w: GGUFMatrix, dtype: torch.dtype) -> torch.Tensor:
     return buf[:w.rows * w.cols].view(w.rows, w.cols)
 
 
+PACK_ROWS = 16  # rows a group of a packed matrix (qmatmul.cpp's PACK_ROWS)
+
+
+def packable(w: GGUFMatrix) -> bool:
+    """Whether W can be packed for bfloat16 activations (`pack`): Q8_0, rows in 16s, and compiled kernels
+    with the bfloat16 dot products (AVX512-BF16)."""
+    return (w.type_name == "Q8_0" and w.rows % PACK_ROWS == 0 and backend() == "cpp"
+            and bool(torch.ops.codegemma.bf16_dot()))
+
+
+def pack(w: GGUFMatrix, *, release=None, chunk_rows: int = 4096) -> torch.Tensor:
+    """W's blocks rearranged for `packed_dot` (16 rows interleaved a block; see qmatmul.cpp): as many bytes as
+    W. `release(start, end)`, if given, is called with the addresses of each span of w.raw's bytes once it is
+    packed, so a caller can let the file's pages go as it goes (the peak holds one chunk twice, not W)."""
+    if not packable(w):
+        raise ValueError(f"{w.type_name} ({w.rows} x {w.cols}): not packable here")
+    packed = torch.empty(w.raw.numel(), dtype=torch.uint8)
+    row_bytes, address = w.raw.numel() // w.rows, w.raw.data_ptr()
+    for first in range(0, w.rows, chunk_rows):
+        count = min(chunk_rows, w.rows - first)
+        torch.ops.codegemma.pack_q8_0(w.raw, w.rows, w.cols, packed, first, count)
+        if release is not None:
+            release(address + first * row_bytes, address + (first + count) * row_bytes)
+    return packed
+
+
+def packed_dot(x: torch.Tensor, packed: torch.Tensor, w: GGUFMatrix) -> torch.Tensor:
+    """x (..., cols) bfloat16 @ W.T from W packed: float32. The exact weights, as qgemv; a row's result does
+    not depend on how many rows x has."""
+    out = torch.ops.codegemma.packed_dot(x.reshape(-1, x.shape[-1]), packed, w.rows, w.cols)
+    return out.reshape(*x.shape[:-1], w.rows)
+
+
+def packed_rows(packed: torch.Tensor, w: GGUFMatrix, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Rows `ids` of W from W packed, as dequant_as gives them from the blocks."""
+    rows = torch.ops.codegemma.packed_rows(packed, w.rows, w.cols, ids.reshape(-1), dtype == torch.bfloat16)
+    return rows.to(dtype)
+
+
 # ---- the PyTorch fallback ---------------------------------------------------------------------------------
 
 def _rows_torch(w: GGUFMatrix, rows: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,8 @@
 // are read as float32 (bfloat16 widens exactly) and accumulated in float32 with fused multiply-adds in
 // 16-lane vectors (one AVX-512 register or two AVX2 ones), four accumulators a row, blocks in file order
 // (Q5_0, Q4_K and Q6_K against bfloat16 activations where the CPU has AVX512-BF16: see row_dot_q5_0_bf16,
-// row_dot_q4_k_bf16 and row_dot_q6_k_bf16). A row's result never depends on how many rows share the call: rows only share the
-// decoded weights, never an accumulator.
+// row_dot_q4_k_bf16 and row_dot_q6_k_bf16; and a Q8_0 output head packed 16 rows at a time: packed_dot). A row's
+// result never depends on how many rows share the call: rows only share the decoded weights, never an accumulator.
 //
 // Built on first use by codegemma.kernels with -O3 -march=native (the cache is keyed by the CPU's
 // flags), threads from ATen's own pool (at::parallel_for).
@@ -1176,6 +1176,145 @@ void dequant_into(const at::Tensor& w, int64_t type, int64_t rows, int64_t cols,
   dequant_to(w, type, cols, nullptr, rows, out);
 }
 
+
+// Q8_0 packed for bfloat16 activations: the rows in groups of 16, each 32-value block of a group stored as the
+// 16 rows' scales (f16, 32 bytes) and then, for each pair p of values (0..15), the 16 rows' values 2p and 2p + 1
+// (row r's at bytes 2r and 2r + 1): 34 bytes a row and block, as in the file. One dot-product instruction
+// multiplies a pair of activations (broadcast) with that pair of weights in 16 rows, so the 16 lanes are 16
+// output rows, and a block's scales multiply the 16 rows' sums at once: a sixteenth of the row layout's scale
+// multiplications, and a group's bytes are read in order (asked for PACK_PREFETCH blocks ahead). The same exact
+// weights (d * q; q is exact in bfloat16), summed in another order; a row's result never depends on x's other
+// rows. Used for the output head (GGUFEmbedding), the largest matrix of a decoding step.
+constexpr int64_t PACK_ROWS = 16, PACK_BLOCK = PACK_ROWS * 34, PACK_PREFETCH = 16;
+
+void check_packed(const at::Tensor& packed, int64_t rows, int64_t cols) {
+  TORCH_CHECK(rows % PACK_ROWS == 0 && cols % 32 == 0, "a packed Q8_0 matrix has rows in 16s and columns in 32s");
+  TORCH_CHECK(packed.scalar_type() == at::kByte && packed.is_contiguous() && packed.numel() == rows * cols / 32 * 34,
+              "packed: ", rows * cols / 32 * 34, " contiguous bytes for ", rows, " x ", cols, " Q8_0 values");
+}
+
+// Rows [first, first + count) of the Q8_0 matrix w (rows, cols), multiples of 16, written to their place in packed.
+void pack_q8_0(const at::Tensor& w, int64_t rows, int64_t cols, const at::Tensor& packed, int64_t first,
+               int64_t count) {
+  check_weight(w, Q8_0, rows, cols);
+  check_packed(packed, rows, cols);
+  TORCH_CHECK(first % PACK_ROWS == 0 && count % PACK_ROWS == 0 && first >= 0 && count >= 0 && first + count <= rows,
+              "pack_q8_0: whole groups of 16 rows within the matrix");
+  const int64_t blocks = cols / 32;
+  const uint8_t* src = w.data_ptr<uint8_t>();
+  uint8_t* dst = packed.data_ptr<uint8_t>();
+  at::parallel_for(first / PACK_ROWS, (first + count) / PACK_ROWS, 16, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g)
+      for (int64_t b = 0; b < blocks; ++b) {
+        uint8_t* d = dst + (g * blocks + b) * PACK_BLOCK;
+        for (int r = 0; r < PACK_ROWS; ++r) {
+          const uint8_t* s = src + ((g * PACK_ROWS + r) * blocks + b) * 34;
+          std::memcpy(d + 2 * r, s, 2);
+          for (int p = 0; p < 16; ++p) std::memcpy(d + 32 + 32 * p + 2 * r, s + 2 + 2 * p, 2);
+        }
+      }
+  });
+}
+
+// Rows `ids` of a packed Q8_0 matrix: float32 d * q as the row layout gives them (or bfloat16, rounded once).
+at::Tensor packed_rows(const at::Tensor& packed, int64_t rows, int64_t cols, const at::Tensor& ids_in, bool bf16_out) {
+  check_packed(packed, rows, cols);
+  const at::Tensor ids = ids_in.to(at::kLong).contiguous().reshape({-1});
+  TORCH_CHECK(ids.numel() == 0 || (ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < rows),
+              "row ids out of range");
+  const int64_t n = ids.numel(), blocks = cols / 32;
+  at::Tensor out = at::empty({n, cols}, at::kFloat);
+  const uint8_t* base = packed.data_ptr<uint8_t>();
+  const int64_t* idp = ids.data_ptr<int64_t>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t g = idp[i] / PACK_ROWS, r = idp[i] % PACK_ROWS;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const uint8_t* blk = base + (g * blocks + b) * PACK_BLOCK;
+        const float d = f16(blk + 2 * r);
+        for (int j = 0; j < 32; ++j) o[i * cols + b * 32 + j] = d * float(int8_t(blk[32 + 32 * (j / 2) + 2 * r + j % 2]));
+      }
+    }
+  });
+  return bf16_out ? to_bf16(out) : out;
+}
+
+#ifdef CODEGEMMA_BF16_DOT
+// N activation rows (bfloat16) against the 16 rows of one group; out[r * stride + k] for row k of the group.
+template <int N>
+void packed_group_dot(const uint8_t* group, const uint16_t* x, int64_t cols, float* out, int64_t stride) {
+  const int64_t blocks = cols / 32;
+  __m512 acc[N];
+  for (int r = 0; r < N; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = group + b * PACK_BLOCK;
+    for (int64_t l = 0; l < PACK_BLOCK; l += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(blk + PACK_PREFETCH * PACK_BLOCK + l), _MM_HINT_T0);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+    __m512 t[N][2];  // even and odd pairs: two chains of dependent dot products a row
+    for (int r = 0; r < N; ++r) t[r][0] = t[r][1] = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) {
+      const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 32 + 32 * p));
+      const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 48 + 32 * p));
+      const __m512bh w = _mm512_cvtne2ps_pbh(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)),
+                                             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)));  // exact small integers
+#pragma GCC unroll 4
+      for (int r = 0; r < N; ++r) {
+        int32_t pair;
+        std::memcpy(&pair, x + r * cols + b * 32 + 2 * p, 4);
+        t[r][p & 1] = _mm512_dpbf16_ps(t[r][p & 1], w, (__m512bh)_mm512_set1_epi32(pair));
+      }
+    }
+    for (int r = 0; r < N; ++r) acc[r] = _mm512_fmadd_ps(d, _mm512_add_ps(t[r][0], t[r][1]), acc[r]);
+  }
+  for (int r = 0; r < N; ++r) _mm512_storeu_ps(out + r * stride, acc[r]);
+}
+
+using PackedGroupDot = void (*)(const uint8_t*, const uint16_t*, int64_t, float*, int64_t);
+constexpr PackedGroupDot PACKED_DOT[4] = {packed_group_dot<1>, packed_group_dot<2>, packed_group_dot<3>,
+                                          packed_group_dot<4>};
+#endif
+
+// x (n, cols) bfloat16 @ W.T for a packed Q8_0 W: (n, rows) float32.
+at::Tensor packed_dot(const at::Tensor& x_in, const at::Tensor& packed, int64_t rows, int64_t cols) {
+  check_packed(packed, rows, cols);
+  TORCH_CHECK(x_in.dim() == 2 && x_in.size(1) == cols && x_in.scalar_type() == at::kBFloat16,
+              "x: (rows, ", cols, ") bfloat16");
+  const at::Tensor x = x_in.contiguous();
+  const int64_t n = x.size(0);
+  at::Tensor out = at::empty({n, rows}, at::kFloat);
+#ifdef CODEGEMMA_BF16_DOT
+  const uint16_t* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+  const uint8_t* w = packed.data_ptr<uint8_t>();
+  float* o = out.data_ptr<float>();
+  const int64_t groups = rows / PACK_ROWS, group_bytes = cols / 32 * PACK_BLOCK, tile = 4;  // 64 rows a tile
+  const int64_t n_tiles = (groups + tile - 1) / tile;
+  std::atomic<int64_t> next{0};  // tiles from a shared counter, as qgemv
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), n_tiles), 1, [&](int64_t, int64_t) {
+    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n_tiles;)
+      for (int64_t g = t * tile; g < std::min(groups, (t + 1) * tile); ++g)
+        for (int64_t r0 = 0; r0 < n; r0 += 4)
+          PACKED_DOT[std::min<int64_t>(4, n - r0) - 1](w + g * group_bytes, xp + r0 * cols, cols,
+                                                       o + r0 * rows + g * PACK_ROWS, rows);
+  });
+#else
+  TORCH_CHECK(false, "packed_dot needs AVX512-BF16 (see bf16_dot)");
+#endif
+  return out;
+}
+
+// Whether this build has the bfloat16 dot-product kernels (AVX512-BF16): packed_dot, and the bfloat16 paths of
+// Q5_0, Q4_K and Q6_K.
+bool bf16_dot() {
+#ifdef CODEGEMMA_BF16_DOT
+  return true;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 TORCH_LIBRARY(codegemma, m) {
@@ -1190,6 +1329,10 @@ TORCH_LIBRARY(codegemma, m) {
   m.def("decode_block(Tensor x, Tensor[] weights, int[] types, int[] rows, Tensor?[] gains, Tensor(a!) k_cache, "
         "Tensor(b!) v_cache, int[] cache_rows, int[] slots, int[] firsts, Tensor cos, Tensor sin, int n_heads, "
         "int n_kv, int head_dim, float eps, float scale, float softcap) -> Tensor");
+  m.def("pack_q8_0(Tensor w, int rows, int cols, Tensor(a!) packed, int first, int count) -> ()");
+  m.def("packed_rows(Tensor packed, int rows, int cols, Tensor ids, bool bf16_out) -> Tensor");
+  m.def("packed_dot(Tensor x, Tensor packed, int rows, int cols) -> Tensor");
+  m.def("bf16_dot() -> bool", bf16_dot);
 }
 
 TORCH_LIBRARY_IMPL(codegemma, CPU, m) {
@@ -1201,5 +1344,8 @@ TORCH_LIBRARY_IMPL(codegemma, CPU, m) {
   m.impl("attend1", attend1);
   m.impl("attend_rows", attend_rows);
   m.impl("decode_block", decode_block);
+  m.impl("pack_q8_0", pack_q8_0);
+  m.impl("packed_rows", packed_rows);
+  m.impl("packed_dot", packed_dot);
 }
 

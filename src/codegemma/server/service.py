@@ -162,16 +162,16 @@ class Server:
         return jobs
 
     async def events(self, job: Job, request: Request) -> AsyncIterator[tuple[str, Any]]:
-        """The job's ("text", str) events then one ("done", summary); cancels it if the client leaves."""
+        """The job's ("text", str) events then one ("done", summary); cancels it if the client leaves.
+        Reading an event is a plain queue get (a step's events arrive together); one watcher task a job checks
+        every DISCONNECT_POLL seconds that the client is still there."""
         finished = False
+        watcher = asyncio.create_task(_watch_disconnect(job, request))
         try:
             while True:
-                try:
-                    kind, value = await asyncio.wait_for(job.events.get(), timeout=DISCONNECT_POLL)
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        return
-                    continue
+                kind, value = await job.events.get()
+                if kind == "gone":
+                    return
                 if kind == "error":
                     finished = True
                     raise ApiError(500, f"generation failed: {value}", "server_error")
@@ -180,6 +180,7 @@ class Server:
                     finished = True
                     return
         finally:
+            watcher.cancel()
             if not finished:
                 job.cancel()
 
@@ -200,6 +201,15 @@ async def candidates(server: Server, request: Request, ids: list[int], make_opti
     jobs = server.start_candidates(ids, make_options, n, request, **job_args)
     results = await asyncio.gather(*(server.collect(job, request) for job in jobs))
     return [(job, text, summary) for job, (text, summary) in zip(jobs, results)]
+
+
+async def _watch_disconnect(job: Job, request: Request) -> None:
+    """Tells the job's reader ("gone") when its client has hung up."""
+    while not job.ended:
+        await asyncio.sleep(DISCONNECT_POLL)
+        if await request.is_disconnected():
+            job.events.put_nowait(("gone", None))
+            return
 
 
 def client_key(request: Request) -> str:

@@ -273,10 +273,11 @@ def load_gguf(path: str | Path, *, device: str | torch.device = "cpu", dtype: to
         from ..kernels import backend
 
         if backend() == "cpp":
-            from ..quantized import fuse_blocks
+            from ..quantized import fuse_blocks, pack_head
 
             model.use_fused_ops()
             fuse_blocks(model)
+            pack_head(model, release=reader.release)  # the file's pages of the head leave memory as it is packed
     return model.eval(), tokenizer
 
 

@@ -106,6 +106,17 @@ class GGUFFile:
         self.tensors = [Tensor(name, dims, kind, _view(data, start + offset, dims, kind, name))
                         for name, dims, kind, offset in infos]
 
+    def release(self, start: int, end: int) -> None:
+        """Lets go of the pages wholly inside addresses [start, end) of this file's mapping (an array's
+        data pointer plus offsets): they leave the process's memory, and come back from the file if read."""
+        base = np.frombuffer(self._map, dtype=np.uint8).ctypes.data
+        if not base <= start <= end <= base + len(self._map):
+            raise ValueError("release: the addresses are not inside this file's mapping")
+        page = mmap.PAGESIZE
+        lo, hi = -(-(start - base) // page) * page, (end - base) // page * page
+        if hi > lo:
+            self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
     def _read(self, n: int) -> bytes:
         if self._pos + n > len(self._buf):
             raise GGUFFormatError("the file ends inside its header")

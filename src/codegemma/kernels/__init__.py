@@ -2,7 +2,8 @@
 
 `qgemv(x, weights)` gives x @ W.T for each GGUF matrix W read in place from its block bytes, float32
 accumulation; `dequant_rows(weight, ids)` gives rows of W in float32 or bfloat16. Both use exactly the
-float32 weight values of the `gguf` package's dequantization.
+float32 weight values of the `gguf` package's dequantization. `pack(W)` rearranges a Q8_0 matrix 16 rows
+at a time for `packed_dot` (bfloat16 activations, AVX512-BF16: the output head) and `packed_rows`.
 
 The C++ source (qmatmul.cpp) is compiled once per machine with torch.utils.cpp_extension (-O3
 -march=native, so AVX-512 or AVX2 as the CPU has) into ~/.cache/codegemma/kernels/<key>, where the key

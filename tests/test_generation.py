@@ -41,6 +41,18 @@ def test_sampling_params_are_validated():
     assert sample(logits, SamplingParams()).tolist() == [1]
 
 
+def test_tiny_temperatures_sample_the_greedy_token():
+    """As the temperature goes to 0 sampling becomes greedy, for any temperature a client may send. Before,
+    logits / 5.2e-212 (0 in float32: the server fuzz test's find) or / 1e-30 (overflow) were inf and nan,
+    and multinomial raised."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 1000) * 20
+    for t in (5.220944808520968e-212, 1e-39, 1e-30, 1e-20):
+        for k in (0, 413):
+            got = sample(logits, SamplingParams(temperature=t, top_k=k), generator=torch.Generator().manual_seed(1))
+            assert torch.equal(got, logits.argmax(-1)), (t, k)
+
+
 def test_stop_matcher_across_chunks():
     s = StopMatcher(["\ndef "])
     out = [s.push(x) for x in ["x = 1", "\n", "de", "f g():"]]

@@ -196,6 +196,37 @@ def test_health_does_not_wait_and_full_queue_answers_503(cg):
         server.stop()
 
 
+def test_a_tiny_temperature_is_served_as_greedy(live, cg):
+    """The schema fuzz test's find, replayed: this body made every decoding step fail (NaN probabilities)."""
+    body = {"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": 8, "temperature": 5.220944808520968e-212,
+            "top_k": 413}
+    r = httpx.post(f"{live.url}/infill", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["content"] == expected_fim(cg, 8)
+
+
+def test_a_failure_in_one_row_ends_that_request_alone(live, cg, monkeypatch):
+    """A row whose sampling raises ends with a 500 in its dialect's shape, logged; a greedy request decoded
+    beside it finishes as it would alone, and the engine serves on."""
+    import codegemma.server.engine as engine_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("sampling broke")
+
+    monkeypatch.setattr(engine_module, "sample", broken)
+    with ThreadPoolExecutor(2) as pool:
+        sampled = pool.submit(httpx.post, f"{live.url}/completion", json={"prompt": "def f():", "n_predict": 40,
+                                                                          "temperature": 0.8}, timeout=60)
+        greedy = pool.submit(httpx.post, f"{live.url}/completion", json={"prompt": "class B:", "n_predict": 10},
+                             timeout=60)
+        assert sampled.result().status_code == 500 and "sampling broke" in sampled.result().json()["error"]["message"]
+        assert greedy.result().json()["content"] == cg.generate("class B:", max_tokens=10)
+    monkeypatch.undo()
+    r = httpx.post(f"{live.url}/completion", json={"prompt": "def f():", "n_predict": 4, "temperature": 0.8})
+    assert r.status_code == 200 and r.json()["tokens_predicted"] >= 1
+    assert not live.engine.busy
+
+
 def test_accepted_connections_send_without_nagle():
     """The listener `serve` gives uvicorn makes connections with TCP_NODELAY (as uvicorn's own server starts
     them: asyncio's create_server on that socket). A listener from socket.create_server made connections with

@@ -26,7 +26,9 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        """Temperature 0, or one below float32's smallest normal number: logits divided by it would not be
+        numbers, and sampling at it is greedy in the limit."""
+        return self.temperature < torch.finfo(torch.float32).tiny
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -72,7 +74,9 @@ def sample(logits: torch.Tensor, params: SamplingParams, *, seen: torch.Tensor |
         logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
     if params.greedy:
         return logits.argmax(-1)
-    logits = logits / params.temperature
+    # shifted so the largest is 0 before dividing: a tiny temperature then tends to greedy (the others go to
+    # -inf) instead of overflowing to inf - inf = nan
+    logits = (logits - logits.max(-1, keepdim=True).values) / params.temperature
     logits = top_k_filter(logits, params.top_k)
     logits = top_p_filter(logits, params.top_p)
     logits = min_p_filter(logits, params.min_p)

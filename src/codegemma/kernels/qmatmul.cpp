@@ -1176,7 +1176,6 @@ void dequant_into(const at::Tensor& w, int64_t type, int64_t rows, int64_t cols,
   dequant_to(w, type, cols, nullptr, rows, out);
 }
 
-
 // Q8_0 packed for bfloat16 activations: the rows in groups of 16, each 32-value block of a group stored as the
 // 16 rows' scales (f16, 32 bytes) and then, for each pair p of values (0..15), the 16 rows' values 2p and 2p + 1
 // (row r's at bytes 2r and 2r + 1): 34 bytes a row and block, as in the file. One dot-product instruction

@@ -269,8 +269,9 @@ class Engine:
                         self._admit()  # candidates waiting for this prompt join its first decoding step
                     self._start_ready()
                     self._decode_step()
-                except Exception:  # a bug of the engine itself: report it, keep serving
+                except Exception as exc:  # a bug of the engine itself: the seated requests end with it, serving goes on
                     logger.exception("engine step failed")
+                    self._fail([s for s in self.owner if s is not None], exc)
                 self._flush()
             self._drop_cancelled()
             for seq in [s for s in self.owner if s is not None] + self.paused:
@@ -507,22 +508,31 @@ class Engine:
         best = logits.argmax(-1).tolist() if any(plain) else []
         first = 0
         for seq, feed, greedy in zip(seqs, feeds, plain):
-            seq.tokens.append(seq.next)
-            self.rows[seq.row] = seq.tokens
-            kept = 0
-            for j in range(len(feed)):
-                token = best[first + j] if greedy else int(sample(logits[first + j:first + j + 1], seq.sampling,
-                                                                  seen=seq.seen, generator=seq.generator)[0])
-                self._take(seq, token)
-                if self.owner[seq.row] is not seq or j + 1 == len(feed) or token != feed[j + 1]:
-                    break  # finished, or no draft left, or the draft went another way
-                kept += 1  # the drafted token is this row's own choice, and its slot is already written
-                seq.tokens.append(token)
-            if seq.lookup is not None:
-                seq.lookup.verified(len(feed) - 1, kept)
-            self.stats.drafted_tokens += len(feed) - 1
-            self.stats.accepted_tokens += kept
+            span = slice(first, first + len(feed))
+            try:
+                self._choose(seq, feed, logits[span], best[span] if greedy else None)
+            except Exception as exc:  # this row's sampling or text failed: it alone ends, with the error
+                self._fail([seq], exc)
             first += len(feed)
+
+    def _choose(self, seq: Seq, feed: list[int], logits: torch.Tensor, best: list[int] | None) -> None:
+        """A row's tokens from its rows of a decoding pass (best: their argmax, for plain greedy rows): the
+        fed token joins its slots, then each drafted token the row's own choice agrees with."""
+        seq.tokens.append(seq.next)
+        self.rows[seq.row] = seq.tokens
+        kept = 0
+        for j in range(len(feed)):
+            token = best[j] if best is not None else int(sample(logits[j:j + 1], seq.sampling, seen=seq.seen,
+                                                                generator=seq.generator)[0])
+            self._take(seq, token)
+            if self.owner[seq.row] is not seq or j + 1 == len(feed) or token != feed[j + 1]:
+                break  # finished, or no draft left, or the draft went another way
+            kept += 1  # the drafted token is this row's own choice, and its slot is already written
+            seq.tokens.append(token)
+        if seq.lookup is not None:
+            seq.lookup.verified(len(feed) - 1, kept)
+        self.stats.drafted_tokens += len(feed) - 1
+        self.stats.accepted_tokens += kept
 
     def _take(self, seq: Seq, token: int) -> None:
         """A row's new token: its text, then whether it ends the row (stop token or string, limit, indent,

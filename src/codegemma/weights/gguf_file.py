@@ -115,7 +115,10 @@ class GGUFFile:
         page = mmap.PAGESIZE
         lo, hi = -(-(start - base) // page) * page, (end - base) // page * page
         if hi > lo:
-            self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            try:
+                self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            except OSError:  # a system that refuses: the pages stay, nothing else changes
+                pass
 
     def _read(self, n: int) -> bytes:
         if self._pos + n > len(self._buf):

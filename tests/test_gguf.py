@@ -99,11 +99,11 @@ def test_kernels_use_exactly_the_gguf_weights(quantized, backend, monkeypatch):
             assert torch.equal(dequant_rows(m, ids, torch.bfloat16), exact[ids].bfloat16())
             assert torch.equal(dequant_matrix(m, torch.bfloat16), exact.bfloat16())  # (the reused buffer)
             for dtype in (torch.float32, torch.bfloat16):
-                x = torch.randn(6, cols).to(dtype)
+                x = torch.randn(11, cols).to(dtype)
                 got = qgemv(x, [m], f32_out=True)[0]
                 want = x.double() @ exact.double().T
                 assert (got.double() - want).abs().max() < 1e-5 * want.abs().max(), f"{path.name} {t.name} {dtype}"
-                alone = torch.cat([qgemv(x[i:i + 1], [m], f32_out=True)[0] for i in range(6)])
+                alone = torch.cat([qgemv(x[i:i + 1], [m], f32_out=True)[0] for i in range(11)])
                 assert torch.equal(got, alone), f"{path.name} {t.name}: a row's result depends on its company"
             covered.add(t.tensor_type.name)
     assert {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16", "BF16"} <= covered
@@ -437,11 +437,11 @@ def test_packed_head_uses_exactly_the_gguf_weights(quantized):
     assert torch.equal(packed_rows(packed, m, ids, torch.float32), exact[ids])
     assert torch.equal(packed_rows(packed, m, ids, torch.bfloat16), exact[ids].bfloat16())
     torch.manual_seed(0)
-    x = torch.randn(7, cols).bfloat16()
+    x = torch.randn(11, cols).bfloat16()
     got = packed_dot(x, packed, m)
     want = x.double() @ exact.double().T
     assert (got.double() - want).abs().max() < 1e-5 * want.abs().max()
-    assert torch.equal(got, torch.cat([packed_dot(x[i:i + 1], packed, m) for i in range(7)]))
+    assert torch.equal(got, torch.cat([packed_dot(x[i:i + 1], packed, m) for i in range(11)]))
 
 
 def test_a_bfloat16_load_packs_the_head_and_lets_its_file_pages_go():

@@ -603,7 +603,7 @@ void row_dot_q5_0_bf16(const uint8_t* row, const uint16_t* x, const float*, int6
     __m512i codes = _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));  // value j in lane j
     codes = _mm512_mask_add_epi16(codes, __mmask32(qh), codes, _mm512_set1_epi16(16));  // the fifth bit
     const __m512bh w = (__m512bh)_mm512_permutexvar_epi16(codes, table);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < N; ++r) {
       const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + r * cols + blk * 32);
       acc[r][a] = _mm512_fmadd_ps(d, _mm512_dpbf16_ps(_mm512_setzero_ps(), w, xv), acc[r][a]);
@@ -639,7 +639,7 @@ void row_dot_q4_k_bf16(const uint8_t* row, const uint16_t* x, const float* xsum,
     float sc[8], mn[8];
     k4_scales(b + 4, f16(b), f16(b + 2), sc, mn);
     const __m256 mins = _mm256_loadu_ps(mn);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < N; ++r) low[r] = _mm256_fmadd_ps(mins, _mm256_loadu_ps(xsum + r * sums + blk * 8), low[r]);
 #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {  // 32 bytes: values 0..31 of sub-block 2c (low nibbles), of 2c + 1 (high)
@@ -649,7 +649,7 @@ void row_dot_q4_k_bf16(const uint8_t* row, const uint16_t* x, const float* xsum,
       const __m512bh w0 = (__m512bh)_mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(lo), table);
       const __m512bh w1 = (__m512bh)_mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(hi), table);
       const __m512 s0 = _mm512_set1_ps(sc[2 * c]), s1 = _mm512_set1_ps(sc[2 * c + 1]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int r = 0; r < N; ++r) {
         const uint16_t* xr = x + r * cols + blk * QK_K + 64 * c;
         const __m512bh x0 = (__m512bh)_mm512_loadu_si512(xr), x1 = (__m512bh)_mm512_loadu_si512(xr + 32);
@@ -700,7 +700,7 @@ void row_dot_q6_k_bf16(const uint8_t* row, const uint16_t* x, const float*, int6
         const int s = 8 * half + 2 * k;  // the scales of values 128 half + 32 k + 0..15 and + 16..31
         const __m512 scale = _mm512_mask_blend_ps(__mmask16(0xFF00), _mm512_set1_ps(d * float(sc[s])),
                                                   _mm512_set1_ps(d * float(sc[s + 1])));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < N; ++r) {
           const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + r * cols + blk * QK_K + 128 * half + 32 * k);
           acc[r][k & 1] = _mm512_fmadd_ps(scale, _mm512_dpbf16_ps(_mm512_setzero_ps(), w, xv), acc[r][k & 1]);
@@ -716,26 +716,34 @@ void row_dot_q6_k_bf16(const uint8_t* row, const uint16_t* x, const float*, int6
 using RowDotBf16 = void (*)(const uint8_t* row, const uint16_t* x, const float* xsum, int64_t cols, float* out,
                             int64_t out_stride);
 
-// Output rows [first, first + count): each weight row against the n activation rows four at a time (dot[k] takes
-// k + 1 rows), the rows PREFETCH_ROWS on asked for ahead.
-void rows_dot_bf16(const RowDotBf16 (&dot)[4], const uint8_t* base, int64_t row_bytes, int64_t first, int64_t count,
+// Activation rows that share one decoding of the weights in the bfloat16 kernels (a row's arithmetic is its own
+// whatever the group: its accumulators are never shared).
+constexpr int BF16_ROWS = 8;
+
+// Output rows [first, first + count): each weight row against the n activation rows BF16_ROWS at a time (dot[k]
+// takes k + 1 rows), the rows PREFETCH_ROWS on asked for ahead.
+void rows_dot_bf16(const RowDotBf16 (&dot)[BF16_ROWS], const uint8_t* base, int64_t row_bytes, int64_t first,
+                   int64_t count,
                    const uint16_t* x, const float* xsum, int64_t n, int64_t cols, float* out, int64_t stride) {
   const int64_t sums = cols / 32;
   for (int64_t o = first; o < first + count; ++o) {
     const uint8_t* row = base + o * row_bytes;
     if (o + PREFETCH_ROWS < first + count) prefetch_row(row + PREFETCH_ROWS * row_bytes, row_bytes);
-    for (int64_t r0 = 0; r0 < n; r0 += 4)
-      dot[std::min<int64_t>(4, n - r0) - 1](row, x + r0 * cols, xsum ? xsum + r0 * sums : nullptr, cols,
+    for (int64_t r0 = 0; r0 < n; r0 += BF16_ROWS)
+      dot[std::min<int64_t>(BF16_ROWS, n - r0) - 1](row, x + r0 * cols, xsum ? xsum + r0 * sums : nullptr, cols,
                                             out + r0 * stride + o, stride);
   }
 }
 
-constexpr RowDotBf16 Q5_0_BF16[4] = {row_dot_q5_0_bf16<1>, row_dot_q5_0_bf16<2>, row_dot_q5_0_bf16<3>,
-                                     row_dot_q5_0_bf16<4>};
-constexpr RowDotBf16 Q4_K_BF16[4] = {row_dot_q4_k_bf16<1>, row_dot_q4_k_bf16<2>, row_dot_q4_k_bf16<3>,
-                                     row_dot_q4_k_bf16<4>};
-constexpr RowDotBf16 Q6_K_BF16[4] = {row_dot_q6_k_bf16<1>, row_dot_q6_k_bf16<2>, row_dot_q6_k_bf16<3>,
-                                     row_dot_q6_k_bf16<4>};
+constexpr RowDotBf16 Q5_0_BF16[BF16_ROWS] = {row_dot_q5_0_bf16<1>, row_dot_q5_0_bf16<2>, row_dot_q5_0_bf16<3>,
+                                             row_dot_q5_0_bf16<4>, row_dot_q5_0_bf16<5>, row_dot_q5_0_bf16<6>,
+                                             row_dot_q5_0_bf16<7>, row_dot_q5_0_bf16<8>};
+constexpr RowDotBf16 Q4_K_BF16[BF16_ROWS] = {row_dot_q4_k_bf16<1>, row_dot_q4_k_bf16<2>, row_dot_q4_k_bf16<3>,
+                                             row_dot_q4_k_bf16<4>, row_dot_q4_k_bf16<5>, row_dot_q4_k_bf16<6>,
+                                             row_dot_q4_k_bf16<7>, row_dot_q4_k_bf16<8>};
+constexpr RowDotBf16 Q6_K_BF16[BF16_ROWS] = {row_dot_q6_k_bf16<1>, row_dot_q6_k_bf16<2>, row_dot_q6_k_bf16<3>,
+                                             row_dot_q6_k_bf16<4>, row_dot_q6_k_bf16<5>, row_dot_q6_k_bf16<6>,
+                                             row_dot_q6_k_bf16<7>, row_dot_q6_k_bf16<8>};
 #endif
 
 void dot_tile(int64_t type, const uint8_t* base, int64_t first, int64_t count, const float* x,
@@ -1259,7 +1267,7 @@ void packed_group_dot(const uint8_t* group, const uint16_t* x, int64_t cols, flo
       const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 48 + 32 * p));
       const __m512bh w = _mm512_cvtne2ps_pbh(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)),
                                              _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)));  // exact small integers
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int r = 0; r < N; ++r) {
         int32_t pair;
         std::memcpy(&pair, x + r * cols + b * 32 + 2 * p, 4);
@@ -1272,8 +1280,9 @@ void packed_group_dot(const uint8_t* group, const uint16_t* x, int64_t cols, flo
 }
 
 using PackedGroupDot = void (*)(const uint8_t*, const uint16_t*, int64_t, float*, int64_t);
-constexpr PackedGroupDot PACKED_DOT[4] = {packed_group_dot<1>, packed_group_dot<2>, packed_group_dot<3>,
-                                          packed_group_dot<4>};
+constexpr PackedGroupDot PACKED_DOT[BF16_ROWS] = {packed_group_dot<1>, packed_group_dot<2>, packed_group_dot<3>,
+                                                  packed_group_dot<4>, packed_group_dot<5>, packed_group_dot<6>,
+                                                  packed_group_dot<7>, packed_group_dot<8>};
 #endif
 
 // x (n, cols) bfloat16 @ W.T for a packed Q8_0 W: (n, rows) float32.
@@ -1294,8 +1303,8 @@ at::Tensor packed_dot(const at::Tensor& x_in, const at::Tensor& packed, int64_t 
   at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), n_tiles), 1, [&](int64_t, int64_t) {
     for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n_tiles;)
       for (int64_t g = t * tile; g < std::min(groups, (t + 1) * tile); ++g)
-        for (int64_t r0 = 0; r0 < n; r0 += 4)
-          PACKED_DOT[std::min<int64_t>(4, n - r0) - 1](w + g * group_bytes, xp + r0 * cols, cols,
+        for (int64_t r0 = 0; r0 < n; r0 += BF16_ROWS)
+          PACKED_DOT[std::min<int64_t>(BF16_ROWS, n - r0) - 1](w + g * group_bytes, xp + r0 * cols, cols,
                                                        o + r0 * rows + g * PACK_ROWS, rows);
   });
 #else

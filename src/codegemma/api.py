@@ -25,7 +25,8 @@ from .sources import ModelLoadError, resolve
 from .tokenizer import Tokenizer, load_tokenizer
 from .weights import CheckpointError, load_hf_folder
 
-SPECULATE = 8  # the longest prompt-lookup draft verified in one pass (generate/speculate.py)
+SPECULATE = 7  # the longest prompt-lookup draft verified in one pass (generate/speculate.py): with the fed token,
+# 8 rows, one group of the kernels' bfloat16 rows (a 9th row costs a second pass over the weights)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

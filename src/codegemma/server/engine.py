@@ -48,7 +48,8 @@ QUEUE_DEPTH = 512  # requests admitted at once before 503, as Ollama's OLLAMA_MA
 PARALLEL = 4  # sequences decoded together (llama.cpp's -np default)
 PREFILL_CHUNK = 128  # prompt tokens per prefill step; decoding and cancellation run between steps
 CACHE_RAM = 1 << 30  # bytes of KV snapshots of earlier prompts kept in RAM (llama.cpp's --cache-ram)
-DRAFT_ROWS = {1: 8, 2: 4}  # speculative draft rows a decoding pass takes, by sequences in it (none for more)
+DRAFT_ROWS = {1: 7, 2: 4}  # speculative draft rows a decoding pass takes, by sequences in it (none for more);
+# at most 8 rows a pass, one group of the kernels' bfloat16 rows
 
 
 class QueueFull(CodeGemmaError):

@@ -124,6 +124,31 @@ def test_continuous_batching_gives_each_request_its_text_alone(quantized_model):
     assert engine.stats.batched_tokens >= 2.5 * engine.stats.decode_steps  # rows really shared passes
 
 
+def test_a_reader_of_the_whole_text_gets_it_in_one_event(cg):
+    """A job whose reader wants the whole text (stream False, as non-streaming requests are read) gets one text
+    event, with the end: the same text a streamed job gets over many events, and no wake-up per step."""
+    ids = cg.fim_ids(PREFIX, SUFFIX).ids
+
+    async def main() -> tuple[list, list]:
+        loop = asyncio.get_running_loop()
+        streamed, whole = Job(ids, Options(max_tokens=24), loop), Job(ids, Options(max_tokens=24), loop, stream=False)
+        engine.submit(streamed, whole)
+        events = []
+        for job in (streamed, whole):
+            events.append([])
+            while (event := await job.events.get())[0] != "done":
+                events[-1].append(event)
+        return events
+
+    engine = Engine(cg, ctx=256, parallel=2)
+    try:
+        streamed, whole = asyncio.run(main())
+    finally:
+        engine.close()
+    assert len(streamed) > 1 and len(whole) == 1
+    assert whole[0][1] == "".join(text for _, text in streamed)
+
+
 def test_speculative_rows_give_the_text_of_plain_decoding(quantized_model):
     """Drafts verified as extra rows of the engine's passes, several sequences at once: the same text as the
     engine without speculation, greedy and seeded sampling alike; and drafts were kept."""

@@ -71,6 +71,8 @@ class Job:
     order: int = 0  # arrival, set by the engine
     prefilled: bool = False  # the prompt is in the cache (set by the engine; followers wait for it)
     ended: bool = False
+    stream: bool = True  # False (a reader that wants the whole text): text is held and handed over with the end
+    held: list[str] = field(default_factory=list)  # text held while stream is False
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -591,7 +593,14 @@ class Engine:
 
     def _send(self, job: Job, kind: str, value: Any) -> None:
         """Queues an event for the job's client; _flush hands a step's events over in one wake-up per event
-        loop (not one per token of each sequence: with four sequences decoding, four wake-ups a step)."""
+        loop (not one per token of each sequence: with four sequences decoding, four wake-ups a step). The
+        text of a job whose reader wants it whole waits for the end: no wake-up of the HTTP thread per step."""
+        if kind == "text" and not job.stream:
+            job.held.append(value)
+            return
+        if kind == "done" and job.held:
+            self._outbox.setdefault(job.loop, []).append((job.events, ("text", "".join(job.held))))
+            job.held.clear()
         self._outbox.setdefault(job.loop, []).append((job.events, (kind, value)))
 
     def _flush(self) -> None:

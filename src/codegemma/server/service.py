@@ -185,6 +185,8 @@ class Server:
                 job.cancel()
 
     async def collect(self, job: Job, request: Request) -> tuple[str, dict]:
+        """The job's whole text and its summary. Its text is handed over once, with the end (Job.stream)."""
+        job.stream = False
         text, summary = [], {"finish_reason": "cancelled", "prompt_tokens": len(job.prompt), "completion_tokens": 0}
         async for kind, value in self.events(job, request):
             if kind == "text":

@@ -134,18 +134,21 @@ inline void dec_q5_1(const uint8_t* b, float* y) {
 
 // The 8 six-bit scales and mins of Q4_K / Q5_K (ggml's get_scale_min_k4).
 inline void k4_scales(const uint8_t* s, float d, float dmin, float* sc, float* mn) {
-  for (int j = 0; j < 8; ++j) {
-    int a, m;
-    if (j < 4) {
-      a = s[j] & 63;
-      m = s[j + 4] & 63;
-    } else {
-      a = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-      m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-    sc[j] = d * float(a);
-    mn[j] = dmin * float(m);
-  }
+  // the eight 6-bit scales and mins of 12 bytes, rearranged four at a time in 32-bit words: scale j is
+  // s[j] & 63 (j < 4) or (s[j + 4] & 15) | (s[j - 4] >> 6) << 4, min j is s[j + 4] & 63 or
+  // (s[j + 4] >> 4) | (s[j] >> 6) << 4; then d * scale and dmin * min, as one float multiplication each
+  uint32_t w[4];
+  std::memcpy(w, s, 12);
+  constexpr uint32_t low6 = 0x3F3F3F3F, low4 = 0x0F0F0F0F, low2 = 0x03030303;
+  w[3] = ((w[2] >> 4) & low4) | (((w[1] >> 6) & low2) << 4);  // mins 4-7
+  const uint32_t mins_low = w[1] & low6;  // mins 0-3
+  w[1] = (w[2] & low4) | (((w[0] >> 6) & low2) << 4);  // scales 4-7
+  w[2] = mins_low;
+  w[0] &= low6;  // scales 0-3
+  const __m256 a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w))));
+  const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + 2))));
+  _mm256_storeu_ps(sc, _mm256_mul_ps(_mm256_set1_ps(d), a));
+  _mm256_storeu_ps(mn, _mm256_mul_ps(_mm256_set1_ps(dmin), m));
 }
 
 inline void dec_q4_k(const uint8_t* b, float* y) {
@@ -679,8 +682,9 @@ void row_dot_q6_k_bf16(const uint8_t* row, const uint16_t* x, const float*, int6
   const int64_t blocks = cols / QK_K;
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const uint8_t* b = row + blk * 210;
-    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
-    const float d = f16(b + 208);
+    // d * scale of each 16 values, all 16 at once (the same float multiplications as one at a time)
+    const __m512 scales = _mm512_mul_ps(_mm512_set1_ps(f16(b + 208)), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192)))));
 #pragma GCC unroll 2
     for (int half = 0; half < 2; ++half) {
       const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * half));
@@ -697,9 +701,9 @@ void row_dot_q6_k_bf16(const uint8_t* row, const uint16_t* x, const float*, int6
 #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
         const __m512bh w = (__m512bh)_mm512_permutex2var_epi16(table_lo, _mm512_cvtepu8_epi16(codes[k]), table_hi);
-        const int s = 8 * half + 2 * k;  // the scales of values 128 half + 32 k + 0..15 and + 16..31
-        const __m512 scale = _mm512_mask_blend_ps(__mmask16(0xFF00), _mm512_set1_ps(d * float(sc[s])),
-                                                  _mm512_set1_ps(d * float(sc[s + 1])));
+        const int s = 8 * half + 2 * k;  // the scales of values 128 half + 32 k + 0..15 and + 16..31 (lanes 0-7, 8-15)
+        const __m512 scale = _mm512_permutexvar_ps(
+            _mm512_set_epi32(s + 1, s + 1, s + 1, s + 1, s + 1, s + 1, s + 1, s + 1, s, s, s, s, s, s, s, s), scales);
 #pragma GCC unroll 8
         for (int r = 0; r < N; ++r) {
           const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + r * cols + blk * QK_K + 128 * half + 32 * k);

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import GGUFMatrix, dequant_as, dequant_matrix, packed_dot, packed_rows, qgemv
+from .kernels import GGUFMatrix, dequant_as, dequant_matrix, pack, packable, packed_dot, packed_rows, qgemv
 
 KERNEL_ROWS = 16  # beyond this many rows a dequantized GEMM is faster than the matrix-vector kernel
 
@@ -83,8 +83,6 @@ def pack_head(model: nn.Module, release=None) -> bool:
     """Packs the model's embedding (its output head) for bfloat16 activations where it can be
     (kernels.packable); `release(start, end)` gets the addresses of each packed span of its bytes (kernels.pack).
     True when packed."""
-    from .kernels import pack, packable
-
     head = model.model.embed_tokens
     if not isinstance(head, GGUFEmbedding) or head.dtype != torch.bfloat16 or not packable(head.matrix):
         return False

@@ -790,6 +790,24 @@ void check_weight(const at::Tensor& w, int64_t type, int64_t rows, int64_t cols)
   TORCH_CHECK(cols % LANES == 0, "rows must be a multiple of ", LANES, " values");
 }
 
+// Row ids as one contiguous int64 tensor, each checked to be a row of a matrix of `rows` rows.
+at::Tensor checked_ids(const at::Tensor& ids_in, int64_t rows) {
+  at::Tensor ids = ids_in.to(at::kLong).contiguous().reshape({-1});
+  TORCH_CHECK(ids.numel() == 0 || (ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < rows),
+              "row ids out of range");
+  return ids;
+}
+
+// f(t) for every tile t < n_tiles on ATen's threads, tiles handed out from a shared counter, not split in
+// equal parts: a thread that the OS interrupts (on a busy machine) holds the others up by one tile at most.
+template <class F>
+void for_each_tile(int64_t n_tiles, F&& f) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), n_tiles), 1, [&](int64_t, int64_t) {
+    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n_tiles;) f(t);
+  });
+}
+
 // float32 copies and bfloat16 roundings done here rather than as ATen ops: a decoding step makes
 // hundreds of these tiny conversions, and each ATen call costs more than the conversion itself.
 at::Tensor to_f32(const at::Tensor& x) {
@@ -1018,17 +1036,10 @@ std::vector<at::Tensor> qgemv(const at::Tensor& x_in, at::TensorList weights, at
       xsum[i] = t;
     }
   }
-  // Tiles are handed out from a shared counter, not split in equal parts: a thread that the OS
-  // interrupts (on a busy machine) holds the others up by one tile at most.
-  std::atomic<int64_t> next{0};
-  const int64_t n_tiles = int64_t(tiles.size());
-  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), n_tiles), 1, [&](int64_t, int64_t) {
-    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n_tiles;) {
-      const Tile tile = tiles[t];
-      dot_tile(types[tile.w], weights[tile.w].data_ptr<uint8_t>(), tile.first, tile.count, xp, xb,
-               xsum.empty() ? nullptr : xsum.data(), n,
-               cols, outs[tile.w].data_ptr<float>(), rows[tile.w]);
-    }
+  for_each_tile(int64_t(tiles.size()), [&](int64_t t) {
+    const Tile tile = tiles[t];
+    dot_tile(types[tile.w], weights[tile.w].data_ptr<uint8_t>(), tile.first, tile.count, xp, xb,
+             xsum.empty() ? nullptr : xsum.data(), n, cols, outs[tile.w].data_ptr<float>(), rows[tile.w]);
   });
   if (!f32_out && x_in.scalar_type() == at::kBFloat16)
     for (auto& o : outs) o = to_bf16(o);
@@ -1165,12 +1176,7 @@ void dequant_to(const at::Tensor& w, int64_t type, int64_t cols, const int64_t* 
 at::Tensor dequant_rows(const at::Tensor& w, int64_t type, int64_t rows, int64_t cols,
                         const c10::optional<at::Tensor>& ids_in, bool bf16_out) {
   check_weight(w, type, rows, cols);
-  at::Tensor ids;
-  if (ids_in.has_value()) {
-    ids = ids_in->to(at::kLong).contiguous().reshape({-1});
-    TORCH_CHECK(ids.numel() == 0 || (ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < rows),
-                "row ids out of range");
-  }
+  const at::Tensor ids = ids_in.has_value() ? checked_ids(*ids_in, rows) : at::Tensor();
   const int64_t n = ids.defined() ? ids.numel() : rows;
   at::Tensor out = at::empty({n, cols}, at::TensorOptions().dtype(bf16_out ? at::kBFloat16 : at::kFloat));
   dequant_to(w, type, cols, ids.defined() ? ids.data_ptr<int64_t>() : nullptr, n, out);
@@ -1230,9 +1236,7 @@ void pack_q8_0(const at::Tensor& w, int64_t rows, int64_t cols, const at::Tensor
 // Rows `ids` of a packed Q8_0 matrix: float32 d * q as the row layout gives them (or bfloat16, rounded once).
 at::Tensor packed_rows(const at::Tensor& packed, int64_t rows, int64_t cols, const at::Tensor& ids_in, bool bf16_out) {
   check_packed(packed, rows, cols);
-  const at::Tensor ids = ids_in.to(at::kLong).contiguous().reshape({-1});
-  TORCH_CHECK(ids.numel() == 0 || (ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < rows),
-              "row ids out of range");
+  const at::Tensor ids = checked_ids(ids_in, rows);
   const int64_t n = ids.numel(), blocks = cols / 32;
   at::Tensor out = at::empty({n, cols}, at::kFloat);
   const uint8_t* base = packed.data_ptr<uint8_t>();
@@ -1302,14 +1306,11 @@ at::Tensor packed_dot(const at::Tensor& x_in, const at::Tensor& packed, int64_t 
   const uint8_t* w = packed.data_ptr<uint8_t>();
   float* o = out.data_ptr<float>();
   const int64_t groups = rows / PACK_ROWS, group_bytes = cols / 32 * PACK_BLOCK, tile = 4;  // 64 rows a tile
-  const int64_t n_tiles = (groups + tile - 1) / tile;
-  std::atomic<int64_t> next{0};  // tiles from a shared counter, as qgemv
-  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), n_tiles), 1, [&](int64_t, int64_t) {
-    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n_tiles;)
-      for (int64_t g = t * tile; g < std::min(groups, (t + 1) * tile); ++g)
-        for (int64_t r0 = 0; r0 < n; r0 += BF16_ROWS)
-          PACKED_DOT[std::min<int64_t>(BF16_ROWS, n - r0) - 1](w + g * group_bytes, xp + r0 * cols, cols,
-                                                       o + r0 * rows + g * PACK_ROWS, rows);
+  for_each_tile((groups + tile - 1) / tile, [&](int64_t t) {
+    for (int64_t g = t * tile; g < std::min(groups, (t + 1) * tile); ++g)
+      for (int64_t r0 = 0; r0 < n; r0 += BF16_ROWS)
+        PACKED_DOT[std::min<int64_t>(BF16_ROWS, n - r0) - 1](w + g * group_bytes, xp + r0 * cols, cols,
+                                                     o + r0 * rows + g * PACK_ROWS, rows);
   });
 #else
   TORCH_CHECK(false, "packed_dot needs AVX512-BF16 (see bf16_dot)");

@@ -598,10 +598,11 @@ class Engine:
         if kind == "text" and not job.stream:
             job.held.append(value)
             return
+        events = self._outbox.setdefault(job.loop, [])
         if kind == "done" and job.held:
-            self._outbox.setdefault(job.loop, []).append((job.events, ("text", "".join(job.held))))
+            events.append((job.events, ("text", "".join(job.held))))
             job.held.clear()
-        self._outbox.setdefault(job.loop, []).append((job.events, (kind, value)))
+        events.append((job.events, (kind, value)))
 
     def _flush(self) -> None:
         outbox, self._outbox = self._outbox, {}

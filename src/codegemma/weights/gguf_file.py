@@ -103,13 +103,14 @@ class GGUFFile:
         alignment = int(self.metadata.get("general.alignment", DEFAULT_ALIGNMENT))
         start = -(-self._pos // alignment) * alignment
         data = np.frombuffer(self._map, dtype=np.uint8)
+        self._base = data.ctypes.data  # the mapping's address (release)
         self.tensors = [Tensor(name, dims, kind, _view(data, start + offset, dims, kind, name))
                         for name, dims, kind, offset in infos]
 
     def release(self, start: int, end: int) -> None:
         """Lets go of the pages wholly inside addresses [start, end) of this file's mapping (an array's
         data pointer plus offsets): they leave the process's memory, and come back from the file if read."""
-        base = np.frombuffer(self._map, dtype=np.uint8).ctypes.data
+        base = self._base
         if not base <= start <= end <= base + len(self._map):
             raise ValueError("release: the addresses are not inside this file's mapping")
         page = mmap.PAGESIZE
